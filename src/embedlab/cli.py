@@ -1,0 +1,162 @@
+"""The ``embedlab`` command line: one sub-command per stage, option names as in the Python API.
+
+Every command that reports numbers takes ``--format json`` and then prints exactly one JSON object
+on stdout (progress and warnings go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedlab.errors import EmbedlabError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="embedlab: text embeddings for retrieval.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure an encoder on STS or retrieval data.")
+app.add_typer(eval_app, name="eval")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+ModelOpt = typer.Option(None, "--model", help="Model folder or bundled name (default: all-MiniLM-L6-v2).")
+BatchOpt = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass.")
+FormatOpt = typer.Option(OutputFormat.table, "--format", help="table (human) or json (one object on stdout).")
+
+
+def _load_encoder(model: Optional[str]):
+    from embedlab.models import Encoder
+
+    return Encoder.load(model)
+
+
+def emit(result: dict, fmt: OutputFormat, title: str = "") -> None:
+    """Print ``result`` as one JSON object, or as a readable two-column table."""
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(result, default=float))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(str(key), f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="Text file, one text per line, or JSON lines with a 'text' field."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the float32 [n, d] .npy array."),
+    model: Optional[str] = ModelOpt,
+    batch_size: int = BatchOpt,
+    prompt: Optional[str] = typer.Option(None, help="Prefix added to every text."),
+    dim: Optional[int] = typer.Option(None, help="Keep the first dim coordinates (Matryoshka)."),
+    layers: Optional[int] = typer.Option(None, help="Pool the hidden state of this layer."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Encode texts into a .npy file."""
+    import numpy as np
+
+    texts = _read_texts(input)
+    vectors = _load_encoder(model).encode(texts, prompt=prompt, batch_size=batch_size, dim=dim, layers=layers)
+    np.save(output, vectors)
+    emit({"n": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "output": str(output)}, fmt, "encode")
+
+
+def _read_texts(path: Path) -> list[str]:
+    from embedlab.errors import DataFormatError
+
+    if not path.is_file():
+        raise DataFormatError(f"embedlab encode: input must be a text or JSON-lines file, got no file at {path}.")
+    texts = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if path.suffix == ".jsonl":
+            try:
+                texts.append(str(json.loads(line)["text"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataFormatError(f"{path}:{lineno}: expected a JSON object with a 'text' field.") from None
+        else:
+            texts.append(line)
+    return texts
+
+
+@eval_app.command("sts")
+def eval_sts(
+    data: Path = typer.Option(..., "--data", help="STS folder (sts-<split>.csv) or one TSV file."),
+    split: str = typer.Option("test", "--split"),
+    model: Optional[str] = ModelOpt,
+    batch_size: int = BatchOpt,
+    dim: Optional[int] = typer.Option(None),
+    layers: Optional[int] = typer.Option(None),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Spearman correlation of cosine similarity with gold scores."""
+    from embedlab.eval import evaluate_sts, load_sts
+
+    result = evaluate_sts(_load_encoder(model), load_sts(data, split if data.is_dir() else None),
+                          batch_size=batch_size, dim=dim, layers=layers)
+    emit(result, fmt, f"STS {data.name} {split}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    data: Path = typer.Option(..., "--data", help="BEIR folder."),
+    split: str = typer.Option("test", "--split"),
+    model: Optional[str] = ModelOpt,
+    batch_size: int = BatchOpt,
+    k: str = typer.Option("1,3,5,10,100", "--k", help="Comma-separated cut-offs."),
+    dim: Optional[int] = typer.Option(None),
+    layers: Optional[int] = typer.Option(None),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """nDCG, recall, precision, MRR and MAP at each k, exact search."""
+    from embedlab.eval import evaluate_retrieval, load_beir
+
+    result = evaluate_retrieval(_load_encoder(model), load_beir(data), split=split, k_values=_parse_ints(k, "--k"),
+                                batch_size=batch_size, dim=dim, layers=layers)
+    emit(result, fmt, f"retrieval {data.name} {split}")
+
+
+def _parse_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be comma-separated integers, got {text!r}.") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{option} must hold positive integers, got {text!r}.")
+    return values
+
+
+@app.command()
+def demo(
+    model: Optional[str] = ModelOpt,
+    limit_small: Path = typer.Option(Path("../shared/data/limit-small"), help="LIMIT-small folder, if present."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Generate a LIMIT-style set, evaluate the model on it and on LIMIT-small, print a table."""
+    from embedlab.demo import run_demo
+
+    run_demo(model=model, limit_small=limit_small, fmt=fmt)
+
+
+def main() -> None:
+    """Console entry point: embedlab errors become one clear line on stderr and exit code 2."""
+    try:
+        app()
+    except EmbedlabError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

