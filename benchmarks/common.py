@@ -1,0 +1,160 @@
+"""Shared plumbing for the benchmark scripts: data paths, cached embeddings, machine facts, results files.
+
+Every script in ``benchmarks/`` is runnable alone (``python benchmarks/<name>.py``), prints a table,
+and writes ``benchmarks/results/<name>.json`` with ``figures``, ``machine``, ``date`` and ``command``;
+``python benchmarks/render_docs.py`` then rebuilds ``docs/benchmarks.md`` from all results files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("EMBEDLAB_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / ".cache" / "embeddings"
+WORDNET = DATA / "wordnet-beir"
+LIMIT_SMALL = DATA / "limit-small"
+STSB = DATA / "stsbenchmark"
+BATCH_SIZE = 64  # one batch size for every cached encoding, so every benchmark shares the cache
+
+
+def machine() -> str:
+    """A one-line description of this machine: CPU model, cores, memory, Python, torch and faiss."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    parts = [cpu, f"{os.cpu_count()} cores", f"{mem_gb:.0f} GiB RAM", f"Python {platform.python_version()}"]
+    for module in ("torch", "faiss", "sentence_transformers", "onnxruntime"):
+        if module in sys.modules:
+            parts.append(f"{module} {getattr(sys.modules[module], '__version__', '?')}")
+    return ", ".join(parts)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_results(name: str, figures: dict, *, tables: list[dict] | None = None, notes: list[str] | None = None,
+                  command: str | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json``.
+
+    ``tables`` are ``{"title", "columns": [...], "rows": [[...], ...]}`` rendered into the docs;
+    ``notes`` are sentences shown under them (goals missed, caveats).
+    """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "figures": figures,
+        "machine": machine(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command or "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+        "commit": git_commit(),
+        "tables": tables or [],
+        "notes": notes or [],
+    }
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def print_table(title: str, columns: list[str], rows: list[list]) -> dict:
+    """Print a table with rich and return it in the ``tables`` form of :func:`write_results`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(str(c), justify="right")
+    for row in rows:
+        table.add_row(*(fmt(v) for v in row))
+    Console().print(table)
+    return {"title": title, "columns": columns, "rows": [[fmt(v) for v in row] for row in rows]}
+
+
+def fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+# ---------------------------------------------------------------- cached WordNet embeddings
+def default_encoder():
+    from embedlab.models import Encoder
+
+    return Encoder.load()
+
+
+def wordnet():
+    from embedlab.eval import load_beir
+
+    return load_beir(WORDNET)
+
+
+def wordnet_corpus_embeddings(encoder=None, dataset=None) -> np.ndarray:
+    """The full WordNet-BEIR corpus (117,659 x 384 float32) with the default model, cached under ``.cache/``.
+
+    The first call encodes the corpus (~9 minutes on 2 quiet cores) and records the encoding's peak
+    RSS beside the cache (see :func:`wordnet_encode_stats`).
+    """
+    import resource
+    import time
+
+    from embedlab.eval.cache import cached_encode
+
+    encoder = encoder or default_encoder()
+    dataset = dataset or wordnet()
+    stats = CACHE / f"wordnet-corpus-{encoder.fingerprint}.stats.json"
+    start = time.perf_counter()
+    vectors = cached_encode(encoder, dataset.corpus_texts, root=CACHE, batch_size=BATCH_SIZE)
+    if not stats.exists():
+        stats.write_text(json.dumps({
+            "seconds": time.perf_counter() - start,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "n": len(vectors),
+        }))
+    return vectors
+
+
+def wordnet_encode_stats(encoder) -> dict | None:
+    """``{"seconds", "peak_rss_gb", "n"}`` measured when the WordNet corpus cache was built, if it was."""
+    stats = CACHE / f"wordnet-corpus-{encoder.fingerprint}.stats.json"
+    return json.loads(stats.read_text()) if stats.exists() else None
+
+
+def wordnet_query_embeddings(split: str = "test", encoder=None, dataset=None) -> tuple[list[str], np.ndarray]:
+    """``(query_ids, [nq, 384] float32)`` for the queries judged in ``split``, cached."""
+    from embedlab.eval.cache import cached_encode
+
+    encoder = encoder or default_encoder()
+    dataset = dataset or wordnet()
+    ids, texts, _ = dataset.split(split)
+    return ids, cached_encode(encoder, texts, root=CACHE, batch_size=BATCH_SIZE)
