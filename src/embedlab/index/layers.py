@@ -1,0 +1,66 @@
+"""Extension point between a caller's inputs and the single-vector store (used by multi-vector collections).
+
+A :class:`CollectionLayer` turns what the caller adds (e.g. :class:`~embedlab.types.MultiVectors` or texts)
+into the single float32 vectors the collection indexes, keeps its own side data durable beside them, and
+re-ranks the candidates the filtered single-vector search returns. The collection calls it at fixed
+points (see ``Collection._write`` and ``Collection.search``); see ``.coord/collections-api-ready``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class CollectionLayer(Protocol):
+    """Contract (every method may raise ``InvalidInputError`` for bad input before any state changes)."""
+
+    name: str
+
+    def config(self) -> dict:
+        """JSON-ready settings, stored as ``manifest["layer"] = {"name": name, **config}``."""
+
+    def prepare(self, vectors: Any, texts: list[str] | None, n: int, owner: str) -> tuple[np.ndarray, Any]:
+        """Validate one batch and map it to single vectors float32 ``[n, dim]`` plus a payload; no side effects."""
+
+    def append(self, start_row: int, payload: Any) -> None:
+        """Durably write ``payload`` for rows ``start_row ..`` (called after the vectors are fsynced and before the
+        SQLite commit; data for rows ``>= n_rows`` after a crash must be ignored by :meth:`open`)."""
+
+    def open(self, n_rows: int, generation: int) -> None:
+        """Attach to the layer's files for ``generation``, seeing only rows ``< n_rows``."""
+
+    def query(self, queries: Any, owner: str) -> tuple[np.ndarray, Any]:
+        """Map queries to single query vectors float32 ``[nq, dim]`` plus a query payload for :meth:`rerank`."""
+
+    def candidates(self, k: int) -> int:
+        """How many single-vector candidates to fetch (all satisfying the filter) to return ``k`` after rerank."""
+
+    def rerank(self, query_payload: Any, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` int64 ``[nq, c]`` (``-1`` padded) -> ``(scores float32 [nq, k], rows int64 [nq, k])``, best first."""
+
+    def compact(self, keep_rows: np.ndarray, generation: int) -> None:
+        """Write the files of ``generation`` holding only ``keep_rows`` (renumbered ``0..``) before the switch."""
+
+    def remove_stale(self, folder: Path, generation: int) -> None:
+        """Delete this layer's files of other generations (called by the writer after open and compaction)."""
+
+
+def load_layer(folder: Path, manifest_layer: dict | None, dim: int, metric: str) -> CollectionLayer | None:
+    """Instantiate the layer a manifest names (``None`` when the collection has none)."""
+    if not manifest_layer:
+        return None
+    from embedlab.errors import UnsupportedError
+
+    name = manifest_layer.get("name")
+    if name == "multivector":
+        try:
+            from embedlab.index.multivector import MultiVectorLayer  # issue 5
+        except ImportError:
+            raise UnsupportedError(
+                "Collection: multivector collections must have embedlab.index.multivector installed, got an "
+                "embedlab without it. Update embedlab.") from None
+        return MultiVectorLayer.load(folder, manifest_layer, dim, metric)
+    raise UnsupportedError(f"Collection.open: manifest layer must be 'multivector' or absent, got {name!r}.")

@@ -1,0 +1,139 @@
+"""The filter planner: one strategy per search call, chosen from the filter's exact selectivity.
+
+The filter is evaluated to an exact bitmap first (see :mod:`embedlab.index.metadata`), so the planner
+knows ``m`` = the number of allowed rows out of ``n``, and ``s = m / n``. Strategies:
+
+- ``ann``: no filter and no deletes, the index alone.
+- ``exact``: gather the ``m`` allowed vectors once per call and score every query against them with one
+  matrix product (BLAS); exact by construction. Chosen when its cost ``m / BLAS_SPEEDUP`` (distance
+  evaluations per query, BLAS being that many times cheaper than the graph's random accesses) is below
+  the filtered-graph cost.
+- ``filtered_ann``: the graph (or IVF lists) searched with a faiss ``IDSelectorBitmap``; efSearch is raised
+  to ``ef / sqrt(s)`` because a walk with a selector must visit about ``1 / s`` nodes per allowed result
+  (cf. ACORN, Patel et al. 2024, Sec. 3, on predicate-agnostic filtered HNSW). Cost ``ef_s * links / s``.
+- ``post_filter``: when nearly everything passes (``s >= POST_FILTER_MIN``), the unfiltered index is asked
+  for ``ceil(oversample * k / s)`` candidates and the disallowed ones are dropped.
+- ``flat_scan``: a flat index scanning every row with the bitmap (cheaper than gathering most rows).
+
+Contract kept by a fallback: whenever a query gets fewer than ``min(k, m)`` hits from an approximate
+strategy, that query is answered exactly (its strategy reads ``<name>+exact``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedlab.index.backends import Selection, VectorIndex
+from embedlab.index.exact import exact_search
+
+BLAS_SPEEDUP = 16.0  # exact: per-vector cost of a batched matrix product vs a graph step (measured, benchmarks/filtered.py)
+POST_FILTER_MIN = 0.5  # selectivity above which post-filtering beats the selector walk
+OVERSAMPLE = 2.0  # post-filter candidates = OVERSAMPLE * k / s
+MAX_EF = 4096
+GATHER_ROWS = 65536  # exact scan in row chunks, to bound memory
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str  # ann | exact | filtered_ann | post_filter | flat_scan
+    allowed: int  # rows that pass the filter (and are not deleted)
+    total: int  # rows in the index
+    ef: int  # efSearch / nprobe used by approximate strategies (0 otherwise)
+    candidates: int  # k requested from the index (post_filter oversampling), else k
+
+    @property
+    def selectivity(self) -> float:
+        return self.allowed / self.total if self.total else 0.0
+
+    def as_dict(self) -> dict:
+        return {"strategy": self.strategy, "allowed": self.allowed, "total": self.total,
+                "selectivity": self.selectivity, "ef": self.ef, "candidates": self.candidates}
+
+
+def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | None, links: int = 32) -> Plan:
+    """Choose a strategy. ``allowed`` is ``None`` when nothing is filtered (no filter, no deletes)."""
+    base_ef = int(ef or index.default_ef)
+    if allowed is None:
+        return Plan("flat_scan" if index.kind == "flat" else "ann", total, total, base_ef, k)
+    m = allowed
+    s = m / total if total else 0.0
+    if m <= k or m == 0:
+        return Plan("exact", m, total, 0, k)
+    if index.kind == "flat":
+        return Plan("exact" if s < POST_FILTER_MIN else "flat_scan", m, total, 0, k)
+    if s >= POST_FILTER_MIN:
+        cand = min(total, math.ceil(OVERSAMPLE * k / s))
+        return Plan("post_filter", m, total, base_ef if index.kind == "ivf" else max(base_ef, cand), cand)
+    ef_s = min(MAX_EF, math.ceil(max(base_ef, k) / math.sqrt(s)))
+    if index.kind == "ivf":
+        nlist = getattr(getattr(index, "index", None), "nlist", 0)
+        graph_cost = total * min(ef_s, nlist) / nlist if nlist else math.inf  # rows scanned per query
+        graph_cost /= BLAS_SPEEDUP / 4  # list scans are sequential, though not batched across queries
+    else:
+        graph_cost = ef_s * links / s
+    exact_cost = m / BLAS_SPEEDUP
+    if exact_cost <= graph_cost:
+        return Plan("exact", m, total, 0, k)
+    return Plan("filtered_ann", m, total, ef_s, k)
+
+
+def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, k: int, metric: str,
+            mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Run plan ``p``: ``(scores float32 [nq, k], rows int64 [nq, k], strategy per query)``."""
+    nq = len(queries)
+    if p.strategy == "exact":
+        rows = np.flatnonzero(mask) if mask is not None else np.arange(len(vectors))
+        scores, out = exact_rows(queries, vectors, rows, k, metric)
+        return scores, out, [p.strategy] * nq
+    selection = Selection(mask) if mask is not None and p.strategy in ("filtered_ann", "flat_scan") else None
+    if p.strategy == "post_filter":
+        cand_scores, cand_rows = index.search(queries, p.candidates, allowed=None, ef=p.ef)
+        ok = cand_rows >= 0
+        ok[ok] = mask[cand_rows[ok]]
+        scores, out = _first_k(cand_scores, cand_rows, ok, k)
+    else:
+        scores, out = index.search(queries, k, allowed=selection, ef=p.ef or None)
+    strategy = [p.strategy] * nq
+    need = min(k, p.allowed)
+    short = np.flatnonzero((out >= 0).sum(1) < need)
+    if len(short):  # contract: k hits whenever k rows pass
+        rows = np.flatnonzero(mask) if mask is not None else np.arange(len(vectors))
+        scores[short], out[short] = exact_rows(queries[short], vectors, rows, k, metric)
+        for i in short:
+            strategy[i] = p.strategy + "+exact"
+    return scores, out, strategy
+
+
+def _first_k(scores: np.ndarray, rows: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep, per query, the first ``k`` candidates where ``ok`` (candidates arrive best first)."""
+    nq = len(scores)
+    out_s = np.full((nq, k), -np.inf, dtype=np.float32)
+    out_r = np.full((nq, k), -1, dtype=np.int64)
+    rank = np.cumsum(ok, axis=1) - 1
+    keep = ok & (rank < k)
+    qi, ci = np.nonzero(keep)
+    out_s[qi, rank[qi, ci]] = scores[qi, ci]
+    out_r[qi, rank[qi, ci]] = rows[qi, ci]
+    return out_s, out_r
+
+
+def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` among ``vectors[rows]`` (gathered in chunks of :data:`GATHER_ROWS`); returns stored rows."""
+    nq = len(queries)
+    best_s = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_r = np.full((nq, k), -1, dtype=np.int64)
+    kind = "l2" if metric == "l2" else "ip"
+    for start in range(0, len(rows), GATHER_ROWS):
+        chunk = rows[start : start + GATHER_ROWS]
+        s, pos = exact_search(queries, np.asarray(vectors[chunk]), k, metric=kind)
+        r = np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
+        if start == 0:
+            best_s, best_r = s, r
+            continue
+        all_s, all_r = np.concatenate([best_s, s], 1), np.concatenate([best_r, r], 1)
+        order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        best_s, best_r = np.take_along_axis(all_s, order, 1), np.take_along_axis(all_r, order, 1)
+    return best_s, best_r
