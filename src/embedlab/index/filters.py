@@ -390,7 +390,14 @@ class _Parser:
         f = self.unary()
         while self.peek().kind == "kw" and self.peek().text == "and":
             self.take()
-            f = f & self.unary()
+            nxt = self.unary()
+            last = f.children[-1] if isinstance(f, And) else f
+            if (isinstance(last, Range) and isinstance(nxt, Range) and last.field == nxt.field
+                    and last.upper is None and nxt.lower is None):  # "x >= 1 and x < 5" is one range
+                merged = Range(last.field, last.lower, nxt.upper, last.include_lower, nxt.include_upper)
+                f = And((*f.children[:-1], merged)) if isinstance(f, And) else merged
+            else:
+                f = f & nxt
         return f
 
     def unary(self) -> Filter:

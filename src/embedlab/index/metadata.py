@@ -33,6 +33,10 @@ def infer_type(value: Any) -> str | None:
     return None
 
 
+def _a(ftype: str) -> str:
+    return ("an " if ftype == "int" else "a ") + ftype
+
+
 def coerce(value: Any, ftype: str) -> Any:
     """``value`` as a plain Python value of ``ftype``, or raise ``TypeError`` (ints widen to float)."""
     got = infer_type(value)
@@ -172,8 +176,8 @@ class Column:
             return coerce(value, want)
         except TypeError:
             raise InvalidInputError(
-                f"{owner}: filter value for {field!r} must be a {want} (the field's type), got "
-                f"{type(value).__name__} {value!r}. Compare with a {want} value.") from None
+                f"{owner}: filter value for {field!r} must be {_a(want)} (the field's type), got "
+                f"{type(value).__name__} {value!r}. Compare with {_a(want)} value.") from None
 
     def get(self, row: int) -> Any:
         if row >= self.present.n or not self.present.data[row]:
@@ -246,7 +250,7 @@ class MetadataTable:
                 try:
                     row[key] = coerce(value, ftype)
                 except TypeError as exc:
-                    what = "a finite float" if str(exc) == "a finite float" else f"a {ftype}"
+                    what = "a finite float" if str(exc) == "a finite float" else _a(ftype)
                     raise InvalidInputError(
                         f"{owner}: metadata[{i}][{key!r}] must be {what} (the field's type), got "
                         f"{type(value).__name__} {value!r}. Every value of a field has one type.") from None
