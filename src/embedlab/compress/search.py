@@ -1,0 +1,221 @@
+"""Search over codes, and rescoring of candidates with higher-precision vectors.
+
+Three kernels, chosen by the codec (the last stage of a chain):
+
+* ``"hamming"`` (:class:`BinaryCodec`): queries are binarised too and ``faiss.IndexBinaryFlat`` ranks
+  by Hamming distance; the score is ``d - 2 * hamming``, the inner product of the ±1 vectors;
+* ``"adc"`` (:class:`PQCodec`, :class:`OPQCodec`): ``faiss.IndexPQ`` inner products by asymmetric
+  distance computation (float query, coded database; Jégou et al. 2011, eq. 13);
+* ``"decode"`` (every other codec): codes are decoded a block at a time and multiplied with the float
+  queries (asymmetric: the query is never quantised); memory stays ``O(block * d)``.
+
+Rescoring (Shakir, Aarsen & Lee 2024; Qdrant's "oversampling + rescoring") takes the best
+``k * oversample`` candidates of a code search and re-ranks them with the inner product against
+higher-precision vectors — typically float32 rows of a memory-mapped ``.npy`` file, read on demand.
+
+Every function returns ``(scores, positions)``: float32 ``[nq, k]`` (higher is better) and int64
+``[nq, k]`` sorted by score descending, ties by lower position, padded with ``-inf`` / ``-1``.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from embedlab.compress.base import Codec
+from embedlab.compress.binary import BinaryCodec
+from embedlab.compress.chain import ChainCodec
+from embedlab.compress.pq import PQCodec
+from embedlab.compress.scalar import Float32Codec
+from embedlab.compress.truncate import TruncateCodec
+from embedlab.errors import InvalidInputError
+
+_BLOCK = 8192  # code rows decoded at a time
+_QUERY_BLOCK = 1024
+
+
+def _last(codec: Codec) -> Codec:
+    return codec.last if isinstance(codec, ChainCodec) else codec
+
+
+def kernel_of(codec: Codec) -> str:
+    """``"hamming"``, ``"adc"`` or ``"decode"``: how :class:`CodeSearcher` scores this codec's codes."""
+    last = _last(codec)
+    if isinstance(last, BinaryCodec):
+        return "hamming"
+    if isinstance(last, PQCodec):
+        return "adc"
+    return "decode"
+
+
+def _check_k(k, owner: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"{owner}: k must be a positive int, got {k!r}.")
+    return int(k)
+
+
+def _sort_topk(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` per row of ``[nq, c]`` candidate arrays (padding: -inf / -1), sorted; padded to ``k``."""
+    nq, c = scores.shape
+    if c > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores, positions = np.take_along_axis(scores, part, 1), np.take_along_axis(positions, part, 1)
+    order = np.lexsort((np.where(positions < 0, np.iinfo(np.int64).max, positions), -scores), axis=1)
+    scores, positions = np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
+    positions = np.where(np.isfinite(scores), positions, -1)
+    scores = np.where(positions >= 0, scores, -np.inf).astype(np.float32)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+    return scores, positions.astype(np.int64)
+
+
+class CodeSearcher:
+    """Exhaustive top-``k`` search over codes held in RAM (see the module docstring for the kernels).
+
+    ``codec`` must be fitted; ``codes`` is ``[n, codec.code_width]`` of ``codec.code_dtype``.
+    """
+
+    def __init__(self, codec: Codec, codes: np.ndarray | None = None):
+        if not isinstance(codec, Codec) or not codec.is_fitted:
+            raise InvalidInputError(f"CodeSearcher: codec must be a fitted Codec, got {codec!r}. Fit it first.")
+        self.codec = codec
+        self.kernel = kernel_of(codec)
+        self._codes = np.zeros((0, codec.code_width), codec.code_dtype)
+        self._index = None
+        if codes is not None:
+            self.add(codes)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self._codes)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The codes searched, ``[ntotal, code_width]`` (do not modify)."""
+        return self._codes
+
+    def add(self, codes: np.ndarray) -> None:
+        """Append codes ``[n, code_width]``; their positions continue from :attr:`ntotal`."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.codec.code_width or codes.dtype != self.codec.code_dtype:
+            raise InvalidInputError(
+                f"CodeSearcher.add: codes must be {self.codec.code_dtype} of shape (n, {self.codec.code_width}), "
+                f"got {codes.dtype} {codes.shape}. Encode with the searcher's codec ({self.codec.spec!r})."
+            )
+        self._codes = np.concatenate([self._codes, codes]) if len(self._codes) else np.ascontiguousarray(codes)
+        self._index = None  # rebuilt lazily: one copy of the codes in faiss, not one per add
+
+    def _faiss_index(self):
+        if self._index is None:
+            if self.kernel == "hamming":
+                index = faiss.IndexBinaryFlat(self.codec.code_width * 8)
+                if len(self._codes):
+                    index.add(self._codes)
+            else:
+                index = _last(self.codec).adc_index(self._codes)
+            self._index = index
+        return self._index
+
+    def search(self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` codes for float queries ``[nq, codec.dim_]``; ``subset`` (int positions) restricts the search."""
+        k = _check_k(k, "CodeSearcher.search")
+        q = self.codec.transform_queries(queries)  # validates shape and dtype
+        if subset is not None:
+            subset = np.asarray(subset)
+            if subset.ndim != 1 or not (subset.size == 0 or np.issubdtype(subset.dtype, np.integer)):
+                raise InvalidInputError(f"CodeSearcher.search: subset must be a 1-D int array of positions, got {subset.dtype} {subset.shape}.")
+            if subset.size and (subset.min() < 0 or subset.max() >= self.ntotal):
+                raise InvalidInputError(f"CodeSearcher.search: subset positions must lie in [0, {self.ntotal}), got {subset.min()}..{subset.max()}.")
+            sub = CodeSearcher(self.codec, self._codes[subset])
+            scores, local = sub.search(queries, k)
+            return scores, np.where(local >= 0, subset[np.maximum(local, 0)], -1).astype(np.int64)
+        if self.ntotal == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self.kernel == "hamming":
+            bits = np.packbits(q > 0, axis=1)
+            dist, pos = self._faiss_index().search(bits, min(k, self.ntotal))
+            scores = (self.codec.output_dim - 2 * dist).astype(np.float32)
+            return _sort_topk(np.where(pos >= 0, scores, -np.inf), pos, k)
+        if self.kernel == "adc":
+            last = _last(self.codec)
+            scores, pos = self._faiss_index().search(last.adc_queries(q), min(k, self.ntotal))
+            return _sort_topk(np.where(pos >= 0, scores, -np.inf), pos, k)
+        return self._decode_search(q, k)
+
+    def _decode_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        last = _last(self.codec)
+        plain = isinstance(last, (Float32Codec, TruncateCodec))  # codes already are float32 vectors
+        out_s = np.empty((len(q), k), np.float32)
+        out_p = np.empty((len(q), k), np.int64)
+        for qs in range(0, len(q), _QUERY_BLOCK):
+            qb = q[qs : qs + _QUERY_BLOCK]
+            best_s = np.full((len(qb), 0), -np.inf, np.float32)
+            best_p = np.full((len(qb), 0), -1, np.int64)
+            for start in range(0, self.ntotal, _BLOCK):
+                block = self._codes[start : start + _BLOCK]
+                vecs = block if plain else last.decode(block)
+                s = qb @ vecs.T
+                kk = min(k, s.shape[1])
+                top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.broadcast_to(np.arange(s.shape[1]), s.shape)
+                best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
+                best_p = np.concatenate([best_p, top + start], axis=1)
+                if best_s.shape[1] > 4 * k:
+                    best_s, best_p = _sort_topk(best_s, best_p, k)
+            out_s[qs : qs + len(qb)], out_p[qs : qs + len(qb)] = _sort_topk(best_s, best_p, k)
+        return out_s, out_p
+
+
+def search_codes(codec: Codec, codes: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-shot :class:`CodeSearcher` search: top-``k`` of ``codes`` for float ``queries``."""
+    return CodeSearcher(codec, codes).search(queries, k)
+
+
+def rescore(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    vectors,
+    k: int,
+    *,
+    codec: Codec | None = None,
+    query_block: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidate positions by inner product with higher-precision ``vectors``; keep the best ``k``.
+
+    ``queries`` float ``[nq, d]``; ``candidates`` int ``[nq, c]`` positions into ``vectors`` (``-1`` =
+    none); ``vectors`` any ``[n, w]`` array, typically ``np.load(path, mmap_mode="r")``: only the rows
+    named by candidates are read. With ``codec`` the rows are codes decoded by it (e.g. int8 codes kept on
+    disk) and queries pass through ``codec.transform_queries``; without, the rows are float vectors.
+    """
+    k = _check_k(k, "rescore")
+    q = np.asarray(queries, dtype=np.float32)
+    cand = np.asarray(candidates)
+    if q.ndim != 2 or cand.ndim != 2 or len(q) != len(cand) or not np.issubdtype(cand.dtype, np.integer):
+        raise InvalidInputError(
+            f"rescore: queries must be (nq, d) and candidates an int array (nq, c), got {q.shape} and {cand.dtype} {cand.shape}."
+        )
+    if codec is not None:
+        q = codec.transform_queries(q)
+    width = codec.code_width if codec is not None else q.shape[1]
+    if np.ndim(vectors) != 2 or vectors.shape[1] != width:
+        raise InvalidInputError(
+            f"rescore: vectors must have shape (n, {width}), got {np.shape(vectors)}. "
+            "Pass the rescoring vectors (or codes with their codec) of the searched collection."
+        )
+    n = len(vectors)
+    if cand.size and cand.max() >= n:
+        raise InvalidInputError(f"rescore: candidates must be positions below {n}, got {cand.max()}.")
+    out_s = np.empty((len(q), k), np.float32)
+    out_p = np.empty((len(q), k), np.int64)
+    for qs in range(0, len(q), query_block):
+        c = cand[qs : qs + query_block].astype(np.int64)
+        valid = c >= 0
+        uniq, inverse = np.unique(c[valid], return_inverse=True)
+        rows = np.asarray(vectors[uniq])  # sorted unique rows: sequential-ish reads from a memory map
+        rows = codec.decode(rows) if codec is not None else rows.astype(np.float32, copy=False)
+        s = np.full(c.shape, -np.inf, np.float32)
+        qi = np.nonzero(valid)[0]
+        s[valid] = np.einsum("ij,ij->i", q[qs : qs + query_block][qi], rows[inverse])
+        out_s[qs : qs + len(c)], out_p[qs : qs + len(c)] = _sort_topk(s, np.where(valid, c, -1), k)
+    return out_s, out_p
