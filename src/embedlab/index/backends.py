@@ -13,7 +13,9 @@ Douze & Schmid (2011), "Product quantization for nearest neighbor search", Sec. 
 
 from __future__ import annotations
 
+import importlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -57,8 +59,12 @@ class VectorIndex(Protocol):
         """Serialise to ``path``; return ``False`` when there is nothing worth storing (rebuilt from vectors)."""
 
 
-IndexFactory = Callable[[int, str, dict], VectorIndex]
-IndexLoader = Callable[[int, str, dict, Path], VectorIndex]
+VectorSource = Callable[[], np.ndarray]
+"""Returns the collection's stored vectors, float32 ``[n, d]`` (a read-only memory map, prepared rows), for an
+index that rescores candidates with full-precision vectors (e.g. a compressed index); ``n`` grows with adds."""
+
+IndexFactory = Callable[[int, str, dict, VectorSource], VectorIndex]
+IndexLoader = Callable[[int, str, dict, Path, VectorSource], VectorIndex]
 _REGISTRY: dict[str, tuple[IndexFactory, IndexLoader, Callable[[dict, str], dict]]] = {}
 
 
@@ -68,22 +74,74 @@ def register_index(kind: str, factory: IndexFactory, loader: IndexLoader, check_
     _REGISTRY[kind] = (factory, loader, check_params)
 
 
+@dataclass(frozen=True)
+class IndexWrapper:
+    """Index parameters owned by a wrapper around any registered kind (e.g. ``codec``/``rescore``/``oversample``).
+
+    ``check(own_params, kind, owner) -> dict`` validates the wrapper's own parameters (filled defaults);
+    ``wrap(kind, dim, metric, inner_params, own_params, source, path)`` returns the :class:`VectorIndex`
+    (``path`` is ``None`` for a new index, else the checkpoint file written by its ``write``).
+    """
+
+    keys: tuple[str, ...]
+    check: Callable[[dict, str, str], dict]
+    wrap: Callable[[str, int, str, dict, dict, VectorSource, "Path | None"], VectorIndex]
+
+
+_WRAPPERS: list[IndexWrapper] = []
+PLUGIN_MODULES = ("embedlab.index.compressed",)  # imported on first use, when present; they call register_*
+
+
+def register_wrapper(wrapper: IndexWrapper) -> None:
+    _WRAPPERS.append(wrapper)
+
+
+def _plugins() -> None:
+    for name in PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
 def index_kinds() -> list[str]:
+    _plugins()
     return sorted(_REGISTRY)
 
 
+def _split(params: dict) -> tuple[dict, IndexWrapper | None, dict]:
+    for w in _WRAPPERS:
+        own = {k: params[k] for k in w.keys if k in params}
+        if own:
+            return {k: v for k, v in params.items() if k not in w.keys}, w, own
+    return params, None, {}
+
+
 def check_params(kind: str, params: dict, owner: str) -> dict:
-    if kind not in _REGISTRY:
+    if kind not in index_kinds():
         raise InvalidInputError(f"{owner}: index must be one of {index_kinds()}, got {kind!r}.")
-    return _REGISTRY[kind][2](dict(params), owner)
+    inner, wrapper, own = _split(dict(params))
+    out = _REGISTRY[kind][2](inner, owner)
+    if wrapper is not None:
+        out.update(wrapper.check(own, kind, owner))
+    return out
 
 
-def make_index(kind: str, dim: int, metric: str, params: dict) -> VectorIndex:
-    return _REGISTRY[kind][0](dim, metric, params)
+def make_index(kind: str, dim: int, metric: str, params: dict, source: VectorSource) -> VectorIndex:
+    _plugins()
+    inner, wrapper, own = _split(params)
+    if wrapper is not None:
+        return wrapper.wrap(kind, dim, metric, inner, own, source, None)
+    return _REGISTRY[kind][0](dim, metric, inner, source)
 
 
-def load_index(kind: str, dim: int, metric: str, params: dict, path: Path) -> VectorIndex:
-    return _REGISTRY[kind][1](dim, metric, params, path)
+def load_index(kind: str, dim: int, metric: str, params: dict, path: Path, source: VectorSource) -> VectorIndex:
+    _plugins()
+    inner, wrapper, own = _split(params)
+    if wrapper is not None:
+        return wrapper.wrap(kind, dim, metric, inner, own, source, path)
+    return _REGISTRY[kind][1](dim, metric, inner, path, source)
 
 
 def faiss_metric(metric: str) -> int:
@@ -245,7 +303,8 @@ def _read(path: Path, kind: str):
         raise DataFormatError(f"Collection.open: {path.name} must be a readable faiss {kind} index, got: {exc}") from None
 
 
-register_index("flat", lambda d, m, p: FlatIndex(d, m), lambda d, m, p, path: FlatIndex(d, m), _flat_params)
-register_index("hnsw", _new_hnsw, lambda d, m, p, path: HNSWIndex(_read(path, "hnsw"), m, p["ef_search"]), _hnsw_params)
-register_index("ivf", lambda d, m, p: IVFIndex(d, m, p), lambda d, m, p, path: IVFIndex(d, m, p, _read(path, "ivf")),
-               _ivf_params)
+register_index("flat", lambda d, m, p, src: FlatIndex(d, m), lambda d, m, p, path, src: FlatIndex(d, m), _flat_params)
+register_index("hnsw", lambda d, m, p, src: _new_hnsw(d, m, p),
+               lambda d, m, p, path, src: HNSWIndex(_read(path, "hnsw"), m, p["ef_search"]), _hnsw_params)
+register_index("ivf", lambda d, m, p, src: IVFIndex(d, m, p),
+               lambda d, m, p, path, src: IVFIndex(d, m, p, _read(path, "ivf")), _ivf_params)

@@ -20,7 +20,7 @@ from embedlab.index import backends, planner, storage
 from embedlab.index.collection_input import (
     METRICS, check_ef, check_ids, check_k, check_texts, check_vectors, prepare_vectors)
 from embedlab.index.filters import Filter, as_filter
-from embedlab.index.layers import CollectionLayer, load_layer
+from embedlab.index.layers import CollectionLayer, create_layer, load_layer
 from embedlab.index.metadata import MetadataTable, _Growable
 from embedlab.index.storage import Database, VectorFile, WriterLock
 from embedlab.types import Hits
@@ -42,6 +42,7 @@ class Collection:
         self.path = folder
         self._manifest = manifest
         self.dim: int = manifest["dim"]
+        self._vdim: int = manifest.get("index_dim", self.dim)  # width of the indexed vectors (a layer may differ)
         self.metric: str = manifest["metric"]
         self.index_kind: str = manifest["index"]
         self.index_params: dict = manifest["index_params"]
@@ -60,14 +61,17 @@ class Collection:
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str = "hnsw",
-               encoder: Any = None, schema: dict[str, str] | None = None, **index_params: Any) -> "Collection":
+               encoder: Any = None, schema: dict[str, str] | None = None, multivector: Any = False,
+               **index_params: Any) -> "Collection":
         """Create an empty collection folder at ``path`` (which must not exist or be an empty folder).
 
         ``dim``: vector width; ``metric``: ``cosine`` (rows unit-normalised on the way in), ``ip`` or ``l2``;
         ``index``: ``flat`` | ``hnsw`` (``M=16, ef_construction=128, ef_search=64``) | ``ivf`` (``nlist=None``
         (auto), ``nprobe=16``, ``train_size``); ``encoder``: a model name/folder or an ``Encoder`` — stored in the
         manifest so ``texts=`` can be added and searched; ``schema``: ``{field: "str"|"int"|"float"|"bool"|"list[str]"}``
-        (undeclared fields are typed by their first value). Returns the collection opened for writing.
+        (undeclared fields are typed by their first value); ``multivector``: ``True`` or an options dict to store
+        :class:`~embedlab.types.MultiVectors` (searched through fixed-dimensional encodings, re-ranked by exact
+        MaxSim; see :mod:`embedlab.index.layers`). Returns the collection opened for writing.
         """
         owner = "Collection.create"
         folder = Path(path)
@@ -91,6 +95,11 @@ class Collection:
             db.close()
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": int(dim), "metric": metric, "index": index,
                         "index_params": params, "encoder": encoder_name}
+            if multivector is not False and multivector is not None:
+                options = {} if multivector is True else multivector
+                manifest["layer"] = create_layer("multivector", tmp, int(dim), metric, options, owner)
+                if "index_dim" in manifest["layer"]:
+                    manifest["index_dim"] = int(manifest["layer"].pop("index_dim"))
             storage.write_manifest(tmp, manifest)
             if folder.exists():
                 folder.rmdir()
@@ -130,7 +139,7 @@ class Collection:
         self._generation, self._n, self._seq = settings["generation"], settings["n_rows"], settings["seq"]
         self._id_kind = settings["id_kind"]
         self._version = self._db.data_version()
-        self._vfile = VectorFile(self.path, self._generation, self.dim)
+        self._vfile = VectorFile(self.path, self._generation, self._vdim)
         self._vectors = self._vfile.view(self._n)
         self._meta = MetadataTable()
         self._fields: list[tuple[str, str, str]] = []
@@ -147,14 +156,15 @@ class Collection:
         for rows, path in reversed(storage.index_files(self.path, self._generation)):
             if rows <= self._n:
                 try:
-                    index = backends.load_index(self.index_kind, self.dim, self.metric, self.index_params, path)
+                    index = backends.load_index(self.index_kind, self._vdim, self.metric, self.index_params, path,
+                                                lambda: self._vectors)
                 except DataFormatError:
                     continue  # a damaged checkpoint is only a cache: rebuild from the vectors
                 if index.ntotal == rows:
                     self._saved_rows = rows
                     return index
         self._saved_rows = 0
-        return backends.make_index(self.index_kind, self.dim, self.metric, self.index_params)
+        return backends.make_index(self.index_kind, self._vdim, self.metric, self.index_params, lambda: self._vectors)
 
     def _ingest(self, records: list[tuple]) -> None:
         """Apply database rows (new rows appended, old rows' ``deleted`` flag updated) to memory and the index."""
@@ -244,7 +254,7 @@ class Collection:
                 texts = check_texts(texts, n, owner)
             if self._layer is not None:
                 vecs, payload = self._layer.prepare(vectors, texts, n, owner)
-                vecs = prepare_vectors(check_vectors(vecs, n, self.dim, owner), self.metric, owner)
+                vecs = prepare_vectors(check_vectors(vecs, n, self._vdim, owner), self.metric, owner)
             else:
                 if vectors is None:
                     if texts is None:
@@ -321,12 +331,15 @@ class Collection:
             self._begin(owner, write=True)
             keep = np.flatnonzero(self._alive.view())
             gen = self._generation + 1
-            vfile = VectorFile(self.path, gen, self.dim)
-            index = backends.make_index(self.index_kind, self.dim, self.metric, self.index_params)
-            vfile.write(0, np.zeros((0, self.dim), np.float32))
+            vfile = VectorFile(self.path, gen, self._vdim)
+            written = [0]
+            index = backends.make_index(self.index_kind, self._vdim, self.metric, self.index_params,
+                                        lambda: vfile.view(written[0]))
+            vfile.write(0, np.zeros((0, self._vdim), np.float32))
             for s in range(0, len(keep), 65536):
                 chunk = np.asarray(self._vectors[keep[s : s + 65536]])
                 vfile.write(s, chunk)
+                written[0] = s + len(chunk)
                 index.add(chunk)
             self._write_index(index, gen)
             if self._layer is not None:
@@ -409,7 +422,7 @@ class Collection:
             q_payload = None
             if self._layer is not None:
                 q, q_payload = self._layer.query(queries, owner)
-                q = prepare_vectors(check_vectors(q, len(q), self.dim, owner, "queries"), self.metric, owner, "queries")
+                q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
             else:
                 q = self._queries(queries, owner)
             scores, rows, strategy = self._search_rows(q, k if self._layer is None else self._layer.candidates(k),

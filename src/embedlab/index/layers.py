@@ -48,19 +48,36 @@ class CollectionLayer(Protocol):
         """Delete this layer's files of other generations (called by the writer after open and compaction)."""
 
 
+LAYERS = {"multivector": "embedlab.index.muvera_collection:MuveraLayer"}
+"""Layer name -> ``"module:Class"``; the class has ``create(folder, dim, metric, options, owner) -> config dict``
+(writes its initial files into the new collection folder, validates ``options``) and
+``load(folder, config, dim, metric) -> CollectionLayer``."""
+
+
+def _layer_class(name: str, owner: str):
+    import importlib
+
+    from embedlab.errors import InvalidInputError, UnsupportedError
+
+    if name not in LAYERS:
+        raise InvalidInputError(f"{owner}: layer must be one of {sorted(LAYERS)}, got {name!r}.")
+    module, cls = LAYERS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        raise UnsupportedError(
+            f"{owner}: {name} collections must have {LAYERS[name]} available, got an embedlab without it. "
+            "Update embedlab.") from None
+
+
+def create_layer(name: str, folder: Path, dim: int, metric: str, options: Any, owner: str) -> dict:
+    """Initialise layer ``name`` in a new collection folder; returns ``manifest["layer"]``."""
+    config = _layer_class(name, owner).create(folder, dim, metric, options, owner)
+    return {"name": name, **config}
+
+
 def load_layer(folder: Path, manifest_layer: dict | None, dim: int, metric: str) -> CollectionLayer | None:
     """Instantiate the layer a manifest names (``None`` when the collection has none)."""
     if not manifest_layer:
         return None
-    from embedlab.errors import UnsupportedError
-
-    name = manifest_layer.get("name")
-    if name == "multivector":
-        try:
-            from embedlab.index.multivector import MultiVectorLayer  # issue 5
-        except ImportError:
-            raise UnsupportedError(
-                "Collection: multivector collections must have embedlab.index.multivector installed, got an "
-                "embedlab without it. Update embedlab.") from None
-        return MultiVectorLayer.load(folder, manifest_layer, dim, metric)
-    raise UnsupportedError(f"Collection.open: manifest layer must be 'multivector' or absent, got {name!r}.")
+    return _layer_class(manifest_layer.get("name"), "Collection.open").load(folder, manifest_layer, dim, metric)
