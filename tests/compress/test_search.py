@@ -109,15 +109,21 @@ def test_padding_when_k_exceeds_n_and_when_empty(data):
     assert set(pos[0, :2]) == {1, 3} and pos[0, 2] == -1 and np.isneginf(scores[0, 2])
 
 
-def test_subset_restricts_search(data):
+@pytest.mark.parametrize("spec", ["binary", "pq:8,6", "int8"])
+def test_subset_restricts_search(spec, data):
     fit_x, x, q = data
-    c = codec("binary").fit(fit_x)
+    c = codec(spec).fit(fit_x)
     searcher = CodeSearcher(c, c.encode(x))
     subset = np.arange(0, len(x), 7)
     _, pos = searcher.search(q, 10, subset=subset)
     assert np.isin(pos, subset).all()
     _, ref = search_codes(c, c.encode(x[subset]), q, 10)
     np.testing.assert_array_equal(pos, subset[ref])
+    mask = np.zeros(len(x), bool)
+    mask[subset] = True
+    np.testing.assert_array_equal(searcher.search(q, 10, subset=mask)[1], pos)
+    assert (searcher.search(q, 3, subset=np.array([], np.int64))[1] == -1).all()
+    np.testing.assert_array_equal(searcher.codes, c.encode(x))
 
 
 def test_add_appends_positions(data):

@@ -74,7 +74,8 @@ def _sort_topk(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.nd
 class CodeSearcher:
     """Exhaustive top-``k`` search over codes held in RAM (see the module docstring for the kernels).
 
-    ``codec`` must be fitted; ``codes`` is ``[n, codec.code_width]`` of ``codec.code_dtype``.
+    ``codec`` must be fitted; ``codes`` is ``[n, codec.code_width]`` of ``codec.code_dtype``. The codes are
+    held once: in a growing numpy buffer (``"decode"``) or inside the faiss index (``"hamming"``, ``"adc"``).
     """
 
     def __init__(self, codec: Codec, codes: np.ndarray | None = None):
@@ -82,19 +83,37 @@ class CodeSearcher:
             raise InvalidInputError(f"CodeSearcher: codec must be a fitted Codec, got {codec!r}. Fit it first.")
         self.codec = codec
         self.kernel = kernel_of(codec)
-        self._codes = np.zeros((0, codec.code_width), codec.code_dtype)
-        self._index = None
+        self._n = 0
+        if self.kernel == "hamming":
+            self._index = faiss.IndexBinaryFlat(codec.code_width * 8)
+        elif self.kernel == "adc":
+            self._index = _last(codec).adc_index(np.zeros((0, codec.code_width), np.uint8))
+        else:
+            self._buffer = np.zeros((0, codec.code_width), codec.code_dtype)
         if codes is not None:
             self.add(codes)
 
     @property
     def ntotal(self) -> int:
-        return len(self._codes)
+        return self._n
 
     @property
     def codes(self) -> np.ndarray:
-        """The codes searched, ``[ntotal, code_width]`` (do not modify)."""
-        return self._codes
+        """A read-only view of the codes searched, ``[ntotal, code_width]``."""
+        if self.kernel == "decode":
+            view = self._buffer[: self._n]
+        else:
+            store = self._index.xb if self.kernel == "hamming" else self._index.codes
+            view = (faiss.rev_swig_ptr(store.data(), store.size()) if self._n else np.zeros(0, np.uint8))
+            view = view.reshape(self._n, self.codec.code_width)
+        view = view.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        """RAM held by the codes (``ntotal * bytes_per_vector``; the numpy buffer may reserve up to 2x)."""
+        return self._n * self.codec.bytes_per_vector
 
     def add(self, codes: np.ndarray) -> None:
         """Append codes ``[n, code_width]``; their positions continue from :attr:`ntotal`."""
@@ -104,45 +123,67 @@ class CodeSearcher:
                 f"CodeSearcher.add: codes must be {self.codec.code_dtype} of shape (n, {self.codec.code_width}), "
                 f"got {codes.dtype} {codes.shape}. Encode with the searcher's codec ({self.codec.spec!r})."
             )
-        self._codes = np.concatenate([self._codes, codes]) if len(self._codes) else np.ascontiguousarray(codes)
-        self._index = None  # rebuilt lazily: one copy of the codes in faiss, not one per add
-
-    def _faiss_index(self):
-        if self._index is None:
-            if self.kernel == "hamming":
-                index = faiss.IndexBinaryFlat(self.codec.code_width * 8)
-                if len(self._codes):
-                    index.add(self._codes)
-            else:
-                index = _last(self.codec).adc_index(self._codes)
-            self._index = index
-        return self._index
+        if not len(codes):
+            return
+        codes = np.ascontiguousarray(codes)
+        if self.kernel == "hamming":
+            self._index.add(codes)
+        elif self.kernel == "adc":
+            self._index.add_sa_codes(codes)
+        else:
+            end = self._n + len(codes)
+            if end > len(self._buffer):  # amortised growth: doubling capacity
+                grown = np.empty((max(end, 2 * len(self._buffer)), self.codec.code_width), self.codec.code_dtype)
+                grown[: self._n] = self._buffer[: self._n]
+                self._buffer = grown
+            self._buffer[self._n : end] = codes
+        self._n += len(codes)
 
     def search(self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` codes for float queries ``[nq, codec.dim_]``; ``subset`` (int positions) restricts the search."""
+        """Top-``k`` codes for float queries ``[nq, codec.dim_]``.
+
+        ``subset`` restricts the search to these positions (1-D ints, or a bool mask of length ``ntotal``).
+        """
         k = _check_k(k, "CodeSearcher.search")
         q = self.codec.transform_queries(queries)  # validates shape and dtype
+        empty = (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
         if subset is not None:
-            subset = np.asarray(subset)
-            if subset.ndim != 1 or not (subset.size == 0 or np.issubdtype(subset.dtype, np.integer)):
-                raise InvalidInputError(f"CodeSearcher.search: subset must be a 1-D int array of positions, got {subset.dtype} {subset.shape}.")
-            if subset.size and (subset.min() < 0 or subset.max() >= self.ntotal):
-                raise InvalidInputError(f"CodeSearcher.search: subset positions must lie in [0, {self.ntotal}), got {subset.min()}..{subset.max()}.")
-            sub = CodeSearcher(self.codec, self._codes[subset])
-            scores, local = sub.search(queries, k)
-            return scores, np.where(local >= 0, subset[np.maximum(local, 0)], -1).astype(np.int64)
-        if self.ntotal == 0:
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            subset = self._check_subset(subset)
+            if subset.size == 0:
+                return empty
+        if self._n == 0:
+            return empty
         if self.kernel == "hamming":
-            bits = np.packbits(q > 0, axis=1)
-            dist, pos = self._faiss_index().search(bits, min(k, self.ntotal))
+            params = None
+            if subset is not None:
+                mask = np.zeros(self._n, bool)
+                mask[subset] = True
+                bits = np.packbits(mask, bitorder="little")  # must outlive the search: faiss keeps a raw pointer
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(self._n, faiss.swig_ptr(bits)))
+            dist, pos = self._index.search(np.packbits(q > 0, axis=1), min(k, self._n), params=params)
             scores = (self.codec.output_dim - 2 * dist).astype(np.float32)
             return _sort_topk(np.where(pos >= 0, scores, -np.inf), pos, k)
+        if subset is not None:  # faiss.IndexPQ takes no selector, and the decode kernel gathers anyway
+            sub = CodeSearcher(self.codec, self.codes[subset])
+            scores, local = sub.search(queries, k)
+            return scores, np.where(local >= 0, subset[np.maximum(local, 0)], -1).astype(np.int64)
         if self.kernel == "adc":
-            last = _last(self.codec)
-            scores, pos = self._faiss_index().search(last.adc_queries(q), min(k, self.ntotal))
+            scores, pos = self._index.search(_last(self.codec).adc_queries(q), min(k, self._n))
             return _sort_topk(np.where(pos >= 0, scores, -np.inf), pos, k)
         return self._decode_search(q, k)
+
+    def _check_subset(self, subset) -> np.ndarray:
+        subset = np.asarray(subset)
+        if subset.dtype == bool:
+            if subset.shape != (self._n,):
+                raise InvalidInputError(f"CodeSearcher.search: a subset mask must have shape ({self._n},), got {subset.shape}.")
+            return np.flatnonzero(subset)
+        if subset.ndim != 1 or not (subset.size == 0 or np.issubdtype(subset.dtype, np.integer)):
+            raise InvalidInputError(
+                f"CodeSearcher.search: subset must be a 1-D int array of positions or a bool mask, got {subset.dtype} {subset.shape}.")
+        if subset.size and (subset.min() < 0 or subset.max() >= self._n):
+            raise InvalidInputError(f"CodeSearcher.search: subset positions must lie in [0, {self._n}), got {subset.min()}..{subset.max()}.")
+        return subset.astype(np.int64)
 
     def _decode_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         last = _last(self.codec)
@@ -153,8 +194,8 @@ class CodeSearcher:
             qb = q[qs : qs + _QUERY_BLOCK]
             best_s = np.full((len(qb), 0), -np.inf, np.float32)
             best_p = np.full((len(qb), 0), -1, np.int64)
-            for start in range(0, self.ntotal, _BLOCK):
-                block = self._codes[start : start + _BLOCK]
+            for start in range(0, self._n, _BLOCK):
+                block = self._buffer[start : min(self._n, start + _BLOCK)]
                 vecs = block if plain else last.decode(block)
                 s = qb @ vecs.T
                 kk = min(k, s.shape[1])
