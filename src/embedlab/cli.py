@@ -137,6 +137,86 @@ def _parse_ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+@app.command("index")
+def index_cmd(
+    path: Path = typer.Argument(..., help="Collection folder (created when it does not exist)."),
+    input: Path = typer.Argument(..., help="JSON lines: {'id' or '_id', 'text', 'metadata'?} (a BEIR corpus.jsonl works)."),
+    vectors: Optional[Path] = typer.Option(None, "--vectors", help="float32 [n, d] .npy aligned with the lines; else texts are encoded."),
+    model: Optional[str] = ModelOpt,
+    metric: str = typer.Option("cosine", "--metric", help="cosine | ip | l2 (new collections)."),
+    index: str = typer.Option("hnsw", "--index", help="flat | hnsw | ivf (new collections)."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Items per durable batch."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Add (upsert) JSON-lines documents to a collection, creating it if needed."""
+    import time
+
+    import numpy as np
+
+    from embedlab.index import Collection
+
+    rows = _read_jsonl_docs(input)
+    vecs = np.load(vectors, mmap_mode="r") if vectors is not None else None
+    start = time.perf_counter()
+    if (path / "manifest.json").exists():
+        col = Collection.open(path, encoder=model)
+    else:
+        dim = int(vecs.shape[1]) if vecs is not None else _load_encoder(model).dim
+        col = Collection.create(path, dim=dim, metric=metric, index=index,
+                                encoder=None if vecs is not None and model is None else (model or _load_encoder(None)))
+    with col:
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s : s + batch_size]
+            col.upsert([r[0] for r in chunk], None if vecs is None else np.asarray(vecs[s : s + len(chunk)]),
+                       texts=[r[1] for r in chunk], metadata=[r[2] for r in chunk])
+        emit({"added": len(rows), "count": col.count(), "seconds": time.perf_counter() - start, "path": str(path)},
+             fmt, "index")
+
+
+def _read_jsonl_docs(path: Path) -> list[tuple]:
+    from embedlab.errors import DataFormatError
+
+    if not path.is_file():
+        raise DataFormatError(f"embedlab index: input must be a JSON-lines file, got no file at {path}.")
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            doc_id = row["id"] if "id" in row else row["_id"]
+            text = " ".join(t for t in (row.get("title"), row["text"]) if t)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataFormatError(f"{path}:{lineno}: expected a JSON object with 'id' (or '_id') and 'text'.") from None
+        out.append((doc_id, text, row.get("metadata")))
+    return out
+
+
+@app.command("search")
+def search_cmd(
+    path: Path = typer.Argument(..., help="Collection folder."),
+    queries: list[str] = typer.Argument(..., help="Query texts (encoded with the collection's model)."),
+    k: int = typer.Option(10, "--k", min=1, help="Hits per query."),
+    filter: Optional[str] = typer.Option(None, "--filter", help='Filter, e.g. \'pos == "noun" and n_lemmas >= 2\'.'),
+    ef: Optional[int] = typer.Option(None, "--ef", min=1, help="efSearch (hnsw) / nprobe (ivf)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override the collection's model."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Search a collection with text queries, optionally filtered."""
+    from embedlab.index import Collection
+
+    with Collection.open(path, readonly=True, encoder=model) as col:
+        hits = col.search(list(queries), k, filter=filter, ef=ef)
+    results = [{"query": q, "strategy": hits.strategy[i],
+                "hits": [{"id": h, "score": float(s)} for h, s in zip(hits[i].ids.tolist(), hits[i].scores.tolist())]}
+               for i, q in enumerate(queries)]
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps({"results": results}))
+        return
+    for r in results:
+        emit({f"{j + 1}. {h['id']}": h["score"] for j, h in enumerate(r["hits"])}, fmt, f"{r['query']} ({r['strategy']})")
+
+
 @app.command()
 def demo(
     model: Optional[str] = ModelOpt,
@@ -151,6 +231,11 @@ def demo(
 
 def main() -> None:
     """Console entry point: embedlab errors become one clear line on stderr and exit code 2."""
+    import os
+
+    # The process edge: quiet transformers' per-load weight bars (our own bars stay).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         app()
     except EmbedlabError as exc:
