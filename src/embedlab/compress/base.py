@@ -92,6 +92,13 @@ class Codec(ABC):
         self._check_fitted("transform_queries")
         return self._check_vectors(queries, "transform_queries", dim=self.dim_)
 
+    def check_dim(self, dim: int, owner: str | None = None) -> int:
+        """Raise :class:`InvalidInputError` if vectors of width ``dim`` cannot be coded; return the output width.
+
+        ``fit`` runs this check; callers that know the width early (a collection at creation) run it first.
+        """
+        return dim
+
     @property
     def output_dim(self) -> int:
         """Width of :meth:`decode`'s output (``dim_`` unless the codec truncates)."""

@@ -44,7 +44,13 @@ class ChainCodec(Codec):
     def spec(self) -> str:
         return "+".join(s.spec for s in self.stages)
 
+    def check_dim(self, dim: int, owner: str | None = None) -> int:
+        for stage in self.stages:
+            dim = stage.check_dim(dim, owner)
+        return dim
+
     def _fit(self, x):
+        self.check_dim(x.shape[1])
         fitted = [type(s).__new__(type(s)) for s in self.stages]
         for new, old in zip(fitted, self.stages):  # fit copies so a failure leaves the chain unchanged
             new.__dict__.update({k: v for k, v in old.__dict__.items() if not k.endswith("_")})

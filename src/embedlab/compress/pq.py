@@ -48,14 +48,19 @@ class PQCodec(Codec):
         self.m, self.nbits, self.seed = int(m), int(nbits), int(seed)
 
     # ------------------------------------------------------------------ fitting
+    def check_dim(self, dim: int, owner: str | None = None) -> int:
+        if dim % self.m:
+            divisors = [k for k in range(1, dim + 1) if dim % k == 0 and k <= 128]
+            raise InvalidInputError(
+                f"{owner or type(self).__name__ + '.fit'}: m must divide the dimension {dim}, got m={self.m}. "
+                f"Pick one of {divisors}."
+            )
+        return dim
+
     def _check_fit_input(self, x: np.ndarray) -> None:
         owner = f"{type(self).__name__}.fit"
         n, d = x.shape
-        if d % self.m:
-            divisors = [k for k in range(1, d + 1) if d % k == 0 and k <= 128]
-            raise InvalidInputError(
-                f"{owner}: m must divide the dimension {d}, got m={self.m}. Pick one of {divisors}."
-            )
+        self.check_dim(d)
         if n < 2**self.nbits:
             raise InvalidInputError(
                 f"{owner}: vectors must number at least 2**nbits = {2**self.nbits} (one per centroid), got {n}. "

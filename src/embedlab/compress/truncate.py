@@ -30,12 +30,16 @@ class TruncateCodec(Codec):
         self.dim = int(dim)
         self.normalize = normalize
 
-    def _fit(self, x):
-        if x.shape[1] < self.dim:
+    def check_dim(self, dim: int, owner: str | None = None) -> int:
+        if dim < self.dim:
             raise InvalidInputError(
-                f"TruncateCodec.fit: vectors must have at least dim={self.dim} columns, got {x.shape[1]}. "
-                f"Use a prefix length <= {x.shape[1]}."
+                f"{owner or 'TruncateCodec.fit'}: vectors must have at least dim={self.dim} columns, got {dim}. "
+                f"Use a prefix length <= {dim}."
             )
+        return self.dim
+
+    def _fit(self, x):
+        self.check_dim(x.shape[1])
 
     def _prefix(self, x: np.ndarray) -> np.ndarray:
         p = np.array(x[:, : self.dim], dtype=np.float32)

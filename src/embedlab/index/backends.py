@@ -86,6 +86,8 @@ class IndexWrapper:
     keys: tuple[str, ...]
     check: Callable[[dict, str, str], dict]
     wrap: Callable[[str, int, str, dict, dict, VectorSource, "Path | None"], VectorIndex]
+    # (checked own params, metric, dim, owner): raise if the wrapper cannot serve this metric / vector width
+    check_target: Callable[[dict, str, int, str], None] | None = None
 
 
 _WRAPPERS: list[IndexWrapper] = []
@@ -118,13 +120,16 @@ def _split(params: dict) -> tuple[dict, IndexWrapper | None, dict]:
     return params, None, {}
 
 
-def check_params(kind: str, params: dict, owner: str) -> dict:
+def check_params(kind: str, params: dict, owner: str, metric: str | None = None, dim: int | None = None) -> dict:
     if kind not in index_kinds():
         raise InvalidInputError(f"{owner}: index must be one of {index_kinds()}, got {kind!r}.")
     inner, wrapper, own = _split(dict(params))
     out = _REGISTRY[kind][2](inner, owner)
     if wrapper is not None:
-        out.update(wrapper.check(own, kind, owner))
+        checked = wrapper.check(own, kind, owner)
+        if metric is not None and dim is not None and wrapper.check_target is not None:
+            wrapper.check_target(checked, metric, dim, owner)
+        out.update(checked)
     return out
 
 

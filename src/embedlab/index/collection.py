@@ -79,7 +79,7 @@ class Collection:
             raise InvalidInputError(f"{owner}: dim must be a positive int, got {dim!r}.")
         if metric not in METRICS:
             raise InvalidInputError(f"{owner}: metric must be one of {list(METRICS)}, got {metric!r}.")
-        params = backends.check_params(index, index_params, owner)
+        params = backends.check_params(index, index_params, owner, metric, int(dim))
         schema = MetadataTable.check_schema(schema, owner)
         encoder_name, encoder_obj = _encoder_spec(encoder, int(dim), owner)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
