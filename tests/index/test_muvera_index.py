@@ -37,7 +37,7 @@ def _index(docs, **kwargs) -> MuveraIndex:
     return index
 
 
-@pytest.mark.parametrize("kind,codec", [("flat", "float32"), ("hnsw", "float16"), ("flat", "int8")])
+@pytest.mark.parametrize("kind,codec", [("flat", "float32"), ("flat", "float16"), ("hnsw", "float16"), ("flat", "int8")])
 def test_generous_parameters_recover_the_exact_chamfer_top10(data, kind, codec):
     docs, queries = data
     index = _index(docs, index=kind, fde_codec=codec, candidates=100)
@@ -58,9 +58,10 @@ def test_default_muvera_candidates_and_more_candidates_help(data):
     assert index.candidates_for(queries, 50).shape == (30, 50)
 
 
-def test_filters_are_honoured_in_both_strategies(data):
+@pytest.mark.parametrize("kind,codec", [("flat", "float32"), ("flat", "float16"), ("hnsw", "float32")])
+def test_filters_are_honoured_in_both_strategies(data, kind, codec):
     docs, queries = data
-    index = _index(docs, candidates=50)
+    index = _index(docs, index=kind, fde_codec=codec, candidates=50)
     allowed = np.zeros(600, dtype=bool)
     allowed[::3] = True
     hits, exact = index.search(queries, 10, allowed=allowed), index.search_exact(queries, 10, allowed=allowed)
@@ -75,9 +76,10 @@ def test_filters_are_honoured_in_both_strategies(data):
     assert (none.ids == -1).all() and none.strategy[0] == "empty"
 
 
-def test_save_load_is_identical_and_memory_mapped(data, tmp_path):
+@pytest.mark.parametrize("kind,codec", [("hnsw", "float32"), ("flat", "float16")])
+def test_save_load_is_identical_and_memory_mapped(data, tmp_path, kind, codec):
     docs, queries = data
-    index = _index(docs, index="hnsw", candidates=60)
+    index = _index(docs, index=kind, fde_codec=codec, candidates=60)
     before = index.search(queries, 10)
     index.save(tmp_path / "mv")
     loaded = MuveraIndex.load(tmp_path / "mv")
