@@ -434,8 +434,9 @@ class Collection:
                 np.empty(rows.shape, dtype=object)
             return Hits(ids, scores, tuple(strategy))
 
-    def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None) -> dict:
-        """What :meth:`search` would do for this filter: strategy, allowed rows, selectivity, ef, candidates."""
+    def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None, nq: int = 1) -> dict:
+        """What :meth:`search` would do for ``nq`` queries with this filter: strategy, allowed rows, selectivity,
+        ef, candidates."""
         owner = "Collection.plan"
         with self._mutex:
             self._begin(owner)
@@ -443,7 +444,7 @@ class Collection:
             node = as_filter(filter, owner)
             mask = self._mask(node, owner)
             return planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef,
-                                self._links()).as_dict()
+                                self._links(), nq).as_dict()
 
     def _mask(self, node: Filter | None, owner: str) -> np.ndarray | None:
         alive = self._alive.view()
@@ -456,7 +457,7 @@ class Collection:
 
     def _search_rows(self, q: np.ndarray, k: int, node: Filter | None, ef: int | None):
         mask = self._mask(node, "Collection.search")
-        p = planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef, self._links())
+        p = planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef, self._links(), len(q))
         if len(q) == 0 or self._n == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64),
                     [p.strategy] * len(q))

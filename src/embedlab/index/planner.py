@@ -5,8 +5,9 @@ knows ``m`` = the number of allowed rows out of ``n``, and ``s = m / n``. Strate
 
 - ``ann``: no filter and no deletes, the index alone.
 - ``exact``: gather the ``m`` allowed vectors once per call and score every query against them with one
-  matrix product (BLAS); exact by construction. Chosen when its cost ``m / BLAS_SPEEDUP`` (distance
-  evaluations per query, BLAS being that many times cheaper than the graph's random accesses) is below
+  matrix product (BLAS); exact by construction. Chosen when its cost per query,
+  ``m / BLAS_SPEEDUP + GATHER_COST * m / nq`` (in graph-distance units: BLAS is that many times cheaper
+  than the graph's random accesses, and the gather is shared by the ``nq`` queries of the call), is below
   the filtered-graph cost.
 - ``filtered_ann``: the graph (or IVF lists) searched with a faiss ``IDSelectorBitmap``; efSearch is raised
   to ``ef / sqrt(s)`` because a walk with a selector must visit about ``1 / s`` nodes per allowed result
@@ -24,13 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
-from embedlab.index.backends import Selection, VectorIndex
-from embedlab.index.exact import exact_search
+from embedlab.index.backends import Selection, VectorIndex, to_scores
 
 BLAS_SPEEDUP = 16.0  # exact: per-vector cost of a batched matrix product vs a graph step (measured, benchmarks/filtered.py)
 POST_FILTER_MIN = 0.5  # selectivity above which post-filtering beats the selector walk
+GATHER_COST = 0.5  # copying one allowed row, relative to one graph distance evaluation
 OVERSAMPLE = 2.0  # post-filter candidates = OVERSAMPLE * k / s
 MAX_EF = 4096
 GATHER_ROWS = 65536  # exact scan in row chunks, to bound memory
@@ -53,8 +55,10 @@ class Plan:
                 "selectivity": self.selectivity, "ef": self.ef, "candidates": self.candidates}
 
 
-def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | None, links: int = 32) -> Plan:
-    """Choose a strategy. ``allowed`` is ``None`` when nothing is filtered (no filter, no deletes)."""
+def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | None, links: int = 32,
+         nq: int = 1) -> Plan:
+    """Choose a strategy for ``nq`` queries sharing one filter. ``allowed`` is ``None`` when nothing is
+    filtered (no filter, no deletes); ``links`` is the graph's neighbours per node (``2 * M`` on layer 0)."""
     base_ef = int(ef or index.default_ef)
     if allowed is None:
         return Plan("flat_scan" if index.kind == "flat" else "ann", total, total, base_ef, k)
@@ -74,7 +78,7 @@ def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | 
         graph_cost /= BLAS_SPEEDUP / 4  # list scans are sequential, though not batched across queries
     else:
         graph_cost = ef_s * links / s
-    exact_cost = m / BLAS_SPEEDUP
+    exact_cost = m / BLAS_SPEEDUP + GATHER_COST * m / max(nq, 1)
     if exact_cost <= graph_cost:
         return Plan("exact", m, total, 0, k)
     return Plan("filtered_ann", m, total, ef_s, k)
@@ -121,18 +125,19 @@ def _first_k(scores: np.ndarray, rows: np.ndarray, ok: np.ndarray, k: int) -> tu
 
 
 def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` among ``vectors[rows]`` (gathered in chunks of :data:`GATHER_ROWS`); returns stored rows."""
+    """Exact top-``k`` among ``vectors[rows]`` (gathered in chunks of :data:`GATHER_ROWS`, scored with faiss's
+    BLAS-backed ``knn``); returns stored rows, best first, padded with ``-inf`` / ``-1``."""
     nq = len(queries)
     best_s = np.full((nq, k), -np.inf, dtype=np.float32)
     best_r = np.full((nq, k), -1, dtype=np.int64)
-    kind = "l2" if metric == "l2" else "ip"
+    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     for start in range(0, len(rows), GATHER_ROWS):
         chunk = rows[start : start + GATHER_ROWS]
-        s, pos = exact_search(queries, np.asarray(vectors[chunk]), k, metric=kind)
+        kk = min(k, len(chunk))
+        d, pos = faiss.knn(queries, np.ascontiguousarray(vectors[chunk], dtype=np.float32), kk, metric=fmetric)
+        s, pos = to_scores(d, pos, metric)
         r = np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
-        if start == 0:
-            best_s, best_r = s, r
-            continue
         all_s, all_r = np.concatenate([best_s, s], 1), np.concatenate([best_r, r], 1)
         order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
         best_s, best_r = np.take_along_axis(all_s, order, 1), np.take_along_axis(all_r, order, 1)
