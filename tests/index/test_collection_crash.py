@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from embedlab.errors import ConflictError
 from embedlab.index import Collection
 
 BATCH, DIM = 40, 8
@@ -165,3 +166,41 @@ def test_kill_at_an_arbitrary_moment(tmp_path):
         present = check_batches(col, acked)
         assert acked <= present and len(present - acked) <= 1
         check_usable(col)
+
+
+def test_writer_in_another_process_excludes_writers_and_feeds_readers(tmp_path):
+    path = tmp_path / "col"
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent("""
+        import sys, numpy as np
+        from embedlab.index import Collection
+        col = Collection.create(sys.argv[1], dim=8, index="hnsw", M=8)
+        x = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
+        col.add([f"a{i}" for i in range(50)], x[:50], metadata=[{"g": i % 2} for i in range(50)])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        col.add([f"a{i}" for i in range(50, 100)], x[50:], metadata=[{"g": 7}] * 50)
+        col.delete(["a0"])
+        print("more", flush=True)
+        sys.stdin.readline()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        x = np.random.default_rng(0).normal(size=(100, DIM)).astype(np.float32)
+        with Collection.open(path) as other:
+            assert other.count() == 50
+            with pytest.raises(ConflictError, match=rf"got another writer holding .*writer.lock \(pid {proc.pid}\)"):
+                other.add(["b"], x[:1])
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "more"
+            assert other.count() == 99  # a reader catches up with the writer's committed batches
+            assert other.search(x[50:51], 1, filter="g == 7").ids[0, 0] == "a50"
+            assert "a0" not in other.search(x[:1], 5).ids[0].tolist()
+    finally:
+        proc.communicate("\n", timeout=60)  # lets the writer exit; closes the pipes
+    with Collection.open(path) as col:  # the lock died with its process
+        col.add(["b"], np.ones((1, DIM), np.float32))
+        assert col.count() == 100
