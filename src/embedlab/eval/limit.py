@@ -8,7 +8,7 @@ paper's LIMIT: 1,000 of the 1,035 pairs of a 46-document core). Every document i
 distractor attributes, never asked about, until all documents like the same number of things; the
 full-size mode adds ``n_docs - core`` documents that are relevant to no query (LIMIT: 50,000 in all).
 
-Attributes are coined single words ("Morvabberries") so that, as with the paper's curated item list,
+Attributes are coined compound words ("Moonberries", "Frostlanterns"; 1,980 of them) so that, as with the paper's curated item list,
 a query's attribute occurs in its relevant documents only: lexical retrieval can solve the task, and
 what remains hard is purely the number of top-k combinations. ``vocabulary="compositional"`` builds
 two- and three-word attributes from shared adjectives and nouns instead (a harder lexical task).
@@ -35,11 +35,16 @@ MAX_QUERIES = 200_000
 _SYLLABLES = ("ba", "cor", "da", "el", "fen", "ga", "hal", "ir", "jo", "ka", "lu", "mar", "nel", "o",
               "pra", "quin", "ro", "sa", "tem", "ul", "ve", "wil", "xa", "yo", "zel", "an", "bri", "cy",
               "dor", "es", "fi", "gun", "hes", "is", "kel", "lor", "mi", "nor", "pe", "ras")
-_ITEM_SYLLABLES = ("mab", "tov", "quel", "sirn", "drab", "ploo", "vek", "zunt", "grol", "fesk", "bimm",
-                   "traz", "nop", "wusk", "chev", "lart", "yomp", "kriv", "hust", "dwel", "snib", "jarr",
-                   "plen", "obb", "ruck", "tilb", "zarn", "vosh", "glim", "frot")
-_ITEM_SUFFIXES = ("berries", "stones", "flowers", "fish", "birds", "dances", "songs", "games", "teas",
-                  "cakes", "boats", "ferns")
+_ITEM_HEADS = ("moon", "star", "sun", "river", "stone", "fire", "snow", "rain", "cloud", "leaf", "sea", "sand",
+               "storm", "frost", "dawn", "dusk", "honey", "silver", "gold", "iron", "glass", "paper", "salt",
+               "pine", "oak", "maple", "rose", "lily", "mint", "ginger", "pepper", "lemon", "coral", "amber",
+               "cedar", "willow", "thunder", "shadow", "crystal", "meadow", "harbor", "canyon", "valley", "ember",
+               "feather")
+_ITEM_TAILS = ("berries", "fish", "birds", "flowers", "cakes", "boats", "songs", "games", "bells", "lamps",
+               "kites", "shells", "drums", "pies", "teas", "ferns", "moths", "beetles", "rings", "clocks", "maps",
+               "hats", "quilts", "puzzles", "lanterns", "candles", "whistles", "marbles", "ribbons", "buns",
+               "frogs", "owls", "wolves", "foxes", "deer", "beans", "nuts", "melons", "plums", "cookies", "soups",
+               "sails", "wheels", "tiles")
 _ADJECTIVES = ("Amber", "Velvet", "Copper", "Misty", "Crimson", "Silent", "Golden", "Frozen", "Hidden",
                "Lunar", "Rustic", "Wild", "Tiny", "Ancient", "Electric", "Marble", "Coral", "Smoky",
                "Polished", "Woven", "Spiced", "Northern", "Painted", "Glass", "Paper", "Iron", "Salty",
@@ -70,8 +75,7 @@ def _names(n: int, rng: np.random.Generator) -> list[str]:
 
 def _vocabulary(style: str) -> list[str]:
     if style == "coined":
-        stems = ["".join(p) for p in itertools.product(_ITEM_SYLLABLES, repeat=2) if p[0] != p[1]]
-        return [f"{s}{suffix}".capitalize() for s in stems for suffix in _ITEM_SUFFIXES]
+        return [f"{head}{tail}".capitalize() for head in _ITEM_HEADS for tail in _ITEM_TAILS]
     combos = [f"{a} {b}" for a in _ADJECTIVES for b in _NOUNS]
     return combos + [f"{a} {b} {c}" for a in _ADJECTIVES[:20] for b in _ADJECTIVES[20:] for c in _NOUNS]
 
