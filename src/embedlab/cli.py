@@ -19,6 +19,8 @@ from embedlab.errors import EmbedlabError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="embedlab: text embeddings for retrieval.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure an encoder on STS or retrieval data.")
 app.add_typer(eval_app, name="eval")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on your own data (a BEIR folder).")
+app.add_typer(bench_app, name="bench")
 
 
 class OutputFormat(str, Enum):
@@ -215,6 +217,54 @@ def search_cmd(
         return
     for r in results:
         emit({f"{j + 1}. {h['id']}": h["score"] for j, h in enumerate(r["hits"])}, fmt, f"{r['query']} ({r['strategy']})")
+
+
+@bench_app.command("compression")
+def bench_compression(
+    data: Path = typer.Option(..., "--data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)."),
+    split: str = typer.Option("test", "--split", help="Queries scored."),
+    fit_split: Optional[str] = typer.Option(None, "--fit-split", help="Split whose queries calibrate the codecs (default: dev, else train)."),
+    model: Optional[str] = ModelOpt,
+    batch_size: int = BatchOpt,
+    codecs: Optional[str] = typer.Option(None, "--codecs", help="Comma-separated codec specs (default: the full set)."),
+    oversample: int = typer.Option(4, "--oversample", min=1, help="Rescoring candidates = 10 x oversample."),
+    threads: int = typer.Option(1, "--threads", min=1, help="faiss / BLAS threads while timing."),
+    out: Path = typer.Option(Path("compression-report"), "--out", help="Folder for compression.{json,png,html}."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Quality vs bytes for every codec (with and without rescoring) on a BEIR folder: table, JSON, PNG, HTML."""
+    from embedlab.eval import load_beir
+    from embedlab.eval.compression import DEFAULT_CODECS, beir_inputs, run_compression
+    from embedlab.eval.compression_report import figures, table, write_all
+
+    specs = tuple(c.strip() for c in codecs.split(",") if c.strip()) if codecs else DEFAULT_CODECS
+    inputs = beir_inputs(load_beir(data), _load_encoder(model), split=split, fit_split=fit_split, batch_size=batch_size)
+    result = run_compression(inputs, codecs=specs, oversample=oversample, threads=threads,
+                             log=lambda line: typer.echo(line, err=True))
+    title = f"{inputs.name} {split}: nDCG@10 retention vs RAM bytes ({result.n:,} docs, {result.dim}-d)"
+    meta = {"data": str(data), "split": split, "calibration": result.fit_source, "oversample": oversample,
+            "threads": threads}
+    report = write_all(result, out, name="compression", title=title, meta=meta)
+    columns, rows = table(result)
+    payload = {"figures": figures(result), "columns": columns, "rows": rows, "notes": report["notes"],
+               "skipped": result.skipped, "png": report["png"], "html": report["html"], **meta}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compression.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(payload, default=float))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    tab = Table(title=title)
+    for c in columns:
+        tab.add_column(str(c), justify="right")
+    for row in rows:
+        tab.add_row(*(str(v) for v in row))
+    Console().print(tab)
+    for note in report["notes"]:
+        typer.echo(note)
+    typer.echo(f"wrote {out / 'compression.json'}, {report['png']}, {report['html']}")
 
 
 @app.command()

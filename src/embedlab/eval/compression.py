@@ -209,9 +209,9 @@ def _measure_peer(inputs, x, q, exact, result, oversample, nq_t, log):
         result.skipped.append("sentence-transformers peer: the package is not installed")
         return
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    for ranges, label in ((np.stack([x.min(0), x.max(0)]), "int8 (ranges from the corpus: ST default)"),
+    for ranges, label in ((np.stack([x.min(0), x.max(0)]), "int8 (corpus ranges, ST default)"),
                           (np.stack([inputs.fit_vectors.min(0), inputs.fit_vectors.max(0)]),
-                           f"int8 (ranges from {inputs.fit_source})")):
+                           "int8 (calibration-sample ranges)")):
         codes = stq.quantize_embeddings(x, "int8", ranges=ranges)
         codes_f = codes.astype(np.float32)
         searcher = CodeSearcher(make_codec("float32").fit(codes_f[:1]), codes_f)
@@ -263,3 +263,36 @@ class _Dequantised:
 
     def __getitem__(self, rows):
         return self.dequantise(self.codes[rows], "int8", self.ranges).astype(np.float32)
+
+
+def beir_inputs(dataset, encoder, *, split: str = "test", fit_split: str | None = None, cache_root=None,
+                batch_size: int = 64, fit_size: int = 20000, seed: int = 0) -> CompressionInputs:
+    """Encode a BEIR set through the embedding cache (:func:`embedlab.eval.cache.cached_encode`).
+
+    The calibration sample is the queries of ``fit_split`` (default: ``"dev"``, else ``"train"``, whichever exists
+    and is not ``split``), at most ``fit_size`` of them (seeded sample); with no other split, a seeded half of
+    ``split``'s queries (queries are never quantised, so this does not calibrate on the coded corpus).
+    """
+    from embedlab.eval.cache import DEFAULT_ROOT, cached_encode
+
+    root = cache_root or os.environ.get("EMBEDLAB_CACHE") or DEFAULT_ROOT
+    query_ids, query_texts, qrels = dataset.split(split)
+    others = [s for s in ("dev", "train") if s in dataset.splits and s != split]
+    if fit_split is not None and fit_split not in dataset.splits:
+        raise InvalidInputError(f"beir_inputs: fit_split must be one of {dataset.splits}, got {fit_split!r}.")
+    fit_split = fit_split or (others[0] if others else None)
+    rng = np.random.default_rng(seed)
+    if fit_split is not None and fit_split != split:
+        _, fit_texts, _ = dataset.split(fit_split)
+        source = f"{fit_split}-split queries"
+    else:
+        fit_texts = list(query_texts)
+        source = f"{split}-split queries (no other split)"
+    if len(fit_texts) > fit_size:
+        fit_texts = [fit_texts[i] for i in np.sort(rng.choice(len(fit_texts), fit_size, replace=False))]
+        source += f", seeded sample of {fit_size}"
+    corpus = cached_encode(encoder, dataset.corpus_texts, root=root, batch_size=batch_size)
+    queries = cached_encode(encoder, query_texts, root=root, batch_size=batch_size)
+    fit = cached_encode(encoder, fit_texts, root=root, batch_size=batch_size)
+    return CompressionInputs(corpus, list(dataset.corpus_ids), queries, query_ids, qrels, fit,
+                             f"{len(fit)} {source}", name=Path(dataset.path).name)

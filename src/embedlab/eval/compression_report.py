@@ -38,7 +38,7 @@ def figures(result: CompressionResult) -> dict:
                and r.codec.split(":")[0] in ("pq", "opq") and 48 <= r.ram_bytes <= 64]
     best_pq = max(pq_rows, key=lambda r: r.retention, default=None)
     st = {r.codec + "|" + r.rescore: r for r in result.rows if r.method == "sentence-transformers"}
-    st_int8 = next((r for k, r in st.items() if k.startswith("int8 (ranges from the corpus") and r.rescore == "none"), None)
+    st_int8 = next((r for k, r in st.items() if k.startswith("int8 (corpus ranges") and r.rescore == "none"), None)
     st_bin = next((r for k, r in st.items() if k.startswith("binary|none")), None)
     st_bin_rs = next((r for k, r in st.items() if k.startswith("binary|") and r.rescore != "none"), None)
     return {
@@ -164,3 +164,12 @@ def goal_notes(result: CompressionResult) -> list[str]:
             notes.append(f"{what} vs sentence-transformers on the same vectors: ours {f[mine]:.2%}, theirs "
                          f"{f[theirs]:.2%} ({cmp}).")
     return notes
+
+
+def write_all(result: CompressionResult, out_dir: str | os.PathLike, *, name: str, title: str, meta: dict) -> dict:
+    """Write ``<name>.png`` and ``<name>.html`` into ``out_dir``; return ``{"png", "html", "notes"}``."""
+    out_dir = Path(out_dir)
+    notes = goal_notes(result)
+    png = write_png(result, out_dir / f"{name}.png", title)
+    page = write_html(result, out_dir / f"{name}.html", title=title, png=png.name, meta=meta, notes=notes)
+    return {"png": str(png), "html": str(page), "notes": notes}

@@ -1,0 +1,67 @@
+"""Compression on WordNet-BEIR (default model): what each byte saved costs in nDCG@10.
+
+float32 and every codec, with and without rescoring (top ``k * oversample`` re-ranked with float32 rows
+memory-mapped from disk; binary also with int8 rows): RAM / disk bytes per vector, nDCG@10 and retention vs
+float32, recall@10 of the float32 exact top-10, QPS, fit time. sentence-transformers' ``quantize_embeddings``
+(int8, binary) is measured on the same vectors in the same run. Codecs are fitted on the dev-split queries
+(4,302 vectors), never on the 117,659 corpus vectors they quantise; the test split (4,388 queries) is scored.
+
+    python benchmarks/compression.py [--oversample 4] [--threads 1] [--fit-split dev] [--codecs a,b,...]
+
+Embeddings come from the shared cache (``common.wordnet_corpus_embeddings``). Writes
+``benchmarks/results/compression.json`` (+ ``compression.png``, ``compression.html``); the same measurement
+runs for any BEIR folder with ``embedlab bench compression --data DIR --split test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import faiss  # noqa: F401  (its version goes into the machine line)
+import numpy as np
+
+import common
+
+from embedlab.eval.compression import DEFAULT_CODECS, CompressionInputs, run_compression
+from embedlab.eval.compression_report import figures, table, write_all
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--oversample", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fit-split", default="dev", choices=["dev", "train"])
+    parser.add_argument("--codecs", default=",".join(DEFAULT_CODECS))
+    parser.add_argument("--qps-queries", type=int, default=1000)
+    parser.add_argument("--no-peer", action="store_true", help="skip the sentence-transformers rows")
+    args = parser.parse_args()
+
+    encoder = common.default_encoder()
+    dataset = common.wordnet()
+    corpus = common.wordnet_corpus_embeddings(encoder, dataset)
+    query_ids, queries = common.wordnet_query_embeddings("test", encoder, dataset)
+    _, fit = common.wordnet_query_embeddings(args.fit_split, encoder, dataset)
+    inputs = CompressionInputs(corpus, list(dataset.corpus_ids), queries, query_ids, dataset.qrels["test"], fit,
+                               f"{len(fit)} {args.fit_split}-split queries", name="wordnet-beir")
+    result = run_compression(inputs, codecs=tuple(c for c in args.codecs.split(",") if c), oversample=args.oversample,
+                             qps_queries=args.qps_queries, threads=args.threads, peer=not args.no_peer,
+                             workdir=common.ROOT / ".cache", log=lambda s: print(s, file=sys.stderr, flush=True))
+    title = (f"WordNet-BEIR test ({result.n:,} docs, {result.nq:,} queries), all-MiniLM-L6-v2 {result.dim}-d: "
+             f"nDCG@10 retention vs RAM bytes")
+    columns, rows = table(result)
+    shown = common.print_table(title, columns, rows)
+    figs = figures(result)
+    meta = {"machine": common.machine(), "corpus": f"{result.n} x {result.dim}", "queries": result.nq,
+            "calibration": result.fit_source, "oversample": result.oversample, "threads": result.threads}
+    report = write_all(result, common.RESULTS, name="compression", title=title, meta=meta)
+    for note in report["notes"]:
+        print(note)
+    notes = report["notes"] + [f"Skipped: {s}" for s in result.skipped] + [
+        "Report: benchmarks/results/compression.html, Pareto figure: benchmarks/results/compression.png."]
+    path = common.write_results("compression", figs, tables=[shown], notes=notes)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
