@@ -210,7 +210,7 @@ def _optimize(q_idx, d_idx, sizes, n, dim, seeds, tau, lr, patience, min_delta, 
         improved = loss < best[alive] - min_delta
         best[alive] = torch.where(improved, loss, best[alive])
         since[alive] = torch.where(improved, torch.zeros_like(since[alive]), since[alive] + 1)
-        G = E.div_(denom.unsqueeze(-1)).mul_(k_q.view(1, m, 1))  # k_i * softmax
+        G = E.mul_((k_q / denom).unsqueeze(-1))  # k_i * softmax, one pass
         G.view(len(alive), -1)[:, flat] -= 1.0
         grads = (torch.bmm(G, D).mul_(scale), torch.bmm(G.transpose(1, 2), Q).mul_(scale))
         bc1, bc2 = 1 - b1**step, 1 - b2**step
@@ -279,8 +279,8 @@ def critical_n(
 
     Galloping from ``start`` (default ``max(k + 1, round(2.5 dim))``) up by 1, 2, 4, ... while probes
     succeed, or down while they fail, then binary search between the last success and the first
-    failure; every probe runs all ``seeds`` (see :func:`optimize_free_embeddings`) and succeeds if
-    any seed does. Assumes success is monotone in ``n`` (the paper's premise). ``n_max`` caps the
+    failure. A probe tries ``seeds`` one after another (retries) and succeeds as soon as one seed
+    does, so a single unlucky start does not decide; ``on_trial`` sees every single-seed run. Assumes success is monotone in ``n`` (the paper's premise). ``n_max`` caps the
     search (default: the largest ``n`` within ``memory_limit``); a success at ``n_max`` returns it.
     """
     if not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -292,7 +292,7 @@ def critical_n(
     limit = options.get("memory_limit", DEFAULT_MEMORY_LIMIT)
     if n_max is None:
         n_max = k + 1
-        while 4 * len(seeds) * (2 * math.comb(n_max + 1, k) * (n_max + 1)) <= limit:
+        while 4 * (2 * math.comb(n_max + 1, k) * (n_max + 1)) <= limit:
             n_max += 1
     lo_bound = k + 1
     if n_max < lo_bound:
@@ -303,11 +303,16 @@ def critical_n(
 
     def solved(n: int) -> bool:
         if n not in cache:
-            r = solve_all_subsets(n, k, dim, **options)
+            steps, seconds = 0, 0.0
+            for seed in seeds:  # retries: the next seed only runs when the previous one failed
+                r = solve_all_subsets(n, k, dim, **{**options, "seeds": (seed,)})
+                steps, seconds = steps + r.steps, seconds + r.seconds
+                if on_trial is not None:
+                    on_trial(r)
+                if r.solved:
+                    break
             cache[n] = r.solved
-            trials.append((n, r.solved, r.steps, r.seconds))
-            if on_trial is not None:
-                on_trial(r)
+            trials.append((n, r.solved, steps, seconds))
         return cache[n]
 
     lo, hi = None, None  # largest success, smallest failure
