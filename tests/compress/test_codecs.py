@@ -10,7 +10,7 @@ from embedlab.compress import (BinaryCodec, ChainCodec, Codec, Int8Codec, OPQCod
                                codec)
 from embedlab.errors import DataFormatError, InvalidInputError, NotFittedError
 
-SPECS = ["float32", "float16", "int8", "int8:calibration=percentile", "int4", "binary", "pq:8,6", "opq:8,6,niter=3",
+SPECS = ["float32", "float16", "int8", "int8:calibration=percentile", "int4", "binary", "binary:query=float", "pq:8,6", "opq:8,6,niter=3",
          "truncate:16", "truncate:16+int8", "truncate:16+binary", "truncate:16+pq:4,4"]
 D = 32
 
@@ -182,6 +182,7 @@ def test_bad_fit_leaves_fitted_state_unchanged(data):
     ("int8:calibration=", r"codec: setting 'calibration' of 'int8' must have a value"),
     ("int8:median", r"Int8Codec: calibration must be one of \['minmax', 'percentile'\], got 'median'"),
     ("truncate:0", r"TruncateCodec: dim must be a positive int, got 0"),
+    ("binary:query=hamming", r"BinaryCodec: query must be one of \['bits', 'float'\], got 'hamming'"),
     ("int8+binary", r"ChainCodec: every stage but the last must be a float-to-float codec \(truncate, float32\), got \['int8'\]"),
 ])
 def test_unparsable_specs(spec, message):

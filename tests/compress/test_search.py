@@ -39,6 +39,7 @@ def recall(approx: np.ndarray, exact: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("spec,kernel", [("float32", "decode"), ("int8", "decode"), ("binary", "hamming"),
+                                         ("binary:query=float", "decode"),
                                          ("pq:8,8", "adc"), ("opq:8,8,niter=3", "adc"), ("truncate:16+binary", "hamming"),
                                          ("truncate:16+pq:8,6", "adc")])
 def test_kernel_scores_equal_decoded_inner_products(spec, kernel, data):
@@ -60,7 +61,8 @@ def test_kernel_scores_equal_decoded_inner_products(spec, kernel, data):
 
 
 @pytest.mark.parametrize("spec,floor,floor_rescored", [("float16", 0.99, 1.0), ("int8", 0.95, 1.0), ("int4", 0.72, 0.99),
-                                                       ("binary", 0.45, 0.9), ("pq:16,8", 0.7, 0.99),
+                                                       ("binary", 0.45, 0.9), ("binary:query=float", 0.55, 0.95),
+                                                       ("pq:16,8", 0.7, 0.99),
                                                        ("truncate:16+int8", 0.5, 0.85)])
 def test_recall_against_exact_with_and_without_rescoring(spec, floor, floor_rescored, data, tmp_path):
     fit_x, x, q = data

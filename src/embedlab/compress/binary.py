@@ -5,6 +5,10 @@ Rounding Algorithms": for random hyperplanes ``P[h(x) != h(y)] = θ(x, y) / π``
 coordinates play the hyperplanes here, as in Shakir, Aarsen & Lee 2024, "Binary and Scalar Embedding
 Quantization"). Codes are ``uint8 [n, ceil(d / 8)]``, bits packed big-endian per byte (``numpy.packbits``),
 32x smaller than float32. Between two codes, ``d - 2 * hamming`` is the inner product of the ±1 vectors.
+
+``query="bits"`` (default) binarises the query too and ranks by Hamming distance (faiss binary flat);
+``query="float"`` keeps the float query and ranks by ``q · sign(x)`` (asymmetric, as in Gordo et al. 2014,
+"Asymmetric Distances for Binary Embeddings"): the same 1 bit per dimension in RAM, a slower scan, better ranks.
 """
 
 from __future__ import annotations
@@ -12,12 +16,23 @@ from __future__ import annotations
 import numpy as np
 
 from embedlab.compress.base import Codec
+from embedlab.errors import InvalidInputError
+
+_QUERY = ("bits", "float")
 
 
 class BinaryCodec(Codec):
     """Sign bits (see the module docstring). ``decode`` returns the ±1 vector scaled to unit norm."""
 
     kind = "binary"
+    _params = ("query",)
+
+    def __init__(self, query: str = "bits"):
+        if query not in _QUERY:
+            raise InvalidInputError(
+                f"BinaryCodec: query must be one of {list(_QUERY)}, got {query!r}. 'bits' = Hamming search, "
+                "'float' = float query against the sign bits.")
+        self.query = query
 
     def _fit(self, x):
         pass

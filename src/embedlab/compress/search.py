@@ -42,7 +42,7 @@ def kernel_of(codec: Codec) -> str:
     """``"hamming"``, ``"adc"`` or ``"decode"``: how :class:`CodeSearcher` scores this codec's codes."""
     last = _last(codec)
     if isinstance(last, BinaryCodec):
-        return "hamming"
+        return "hamming" if last.query == "bits" else "decode"
     if isinstance(last, PQCodec):
         return "adc"
     return "decode"

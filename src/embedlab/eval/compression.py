@@ -29,6 +29,7 @@ from embedlab.eval.metrics import evaluate_run
 from embedlab.eval.retrieval import run_from_positions
 
 DEFAULT_CODECS = ("float16", "int8", "int8:calibration=percentile", "int4", "int4:calibration=percentile", "binary",
+                  "binary:query=float",
                   "pq:48", "pq:64", "opq:48", "opq:64", "pq:96", "truncate:128", "truncate:256",
                   "truncate:256+int8", "truncate:256+binary")
 K = 10
@@ -114,11 +115,12 @@ def run_compression(
     qps_queries: int = 1000,
     threads: int = 1,
     peer: bool = True,
+    binary_oversample: tuple[int, ...] = (2, 8, 16),
     workdir: str | os.PathLike | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> CompressionResult:
-    """Measure float32, every codec in ``codecs`` (with/without float32 rescoring; binary also with int8
-    rescoring) and the sentence-transformers peer. QPS is timed on the first ``qps_queries`` queries in one
+    """Measure float32, every codec in ``codecs`` (with/without float32 rescoring; binary codecs also with int8
+    rescoring and with float32 rescoring at each factor of ``binary_oversample``) and the sentence-transformers peer. QPS is timed on the first ``qps_queries`` queries in one
     batch, with ``threads`` faiss/BLAS threads. Codecs that cannot be fitted here are listed in ``skipped``."""
     from threadpoolctl import threadpool_limits
     import faiss
@@ -151,7 +153,8 @@ def run_compression(
             int8_disk = np.load(int8_path, mmap_mode="r")
             del searcher
             for spec in codecs:
-                _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t, log)
+                _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t, log,
+                               binary_oversample)
             if peer:
                 _measure_peer(inputs, x, q, exact, result, oversample, nq_t, log)
     finally:
@@ -161,7 +164,8 @@ def run_compression(
     return result
 
 
-def _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t, log):
+def _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t, log,
+                   sweep=()):
     c: Codec = make_codec(spec)
     try:
         c.check_dim(x.shape[1])
@@ -172,23 +176,25 @@ def _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk,
         return
     searcher = CodeSearcher(c, c.encode(x))
     ram, d = c.bytes_per_vector, x.shape[1]
-    (scores, cand), _ = _timed(lambda: searcher.search(q, K * oversample))
+    is_binary = "binary" in c.spec
+    factors = sorted({oversample, *(sweep if is_binary else ())})
+    (scores, cand), _ = _timed(lambda: searcher.search(q, K * max(factors)))
     _, t_plain = _timed(lambda: searcher.search(q[:nq_t], K))
     ndcg = _ndcg(inputs, scores[:, :K], cand[:, :K])
     result.rows.append(Row("embedlab", c.spec, "none", ram, ram, ndcg, _recall(cand, exact), nq_t / t_plain, fit_s))
     log(f"{c.spec}: {ram} B, nDCG@10 {ndcg:.4f} ({ndcg / result.baseline_ndcg10:.3f}), fit {fit_s:.1f}s")
-    tiers = [("float32", on_disk, None, 4 * d)]
-    if "binary" in c.spec:
-        tiers.append(("int8", int8_disk, int8_rescorer, d))
-    for name, store, store_codec, tier_bytes in tiers:
-        s, p = rescore(q, cand, store, K, codec=store_codec)
+    tiers = [("float32", on_disk, None, 4 * d, f) for f in factors]
+    if is_binary:
+        tiers.append(("int8", int8_disk, int8_rescorer, d, oversample))
+    for name, store, store_codec, tier_bytes, factor in tiers:
+        s, p = rescore(q, cand[:, : K * factor], store, K, codec=store_codec)
 
         def timed_search():
-            _, c_t = searcher.search(q[:nq_t], K * oversample)
+            _, c_t = searcher.search(q[:nq_t], K * factor)
             return rescore(q[:nq_t], c_t, store, K, codec=store_codec)
 
         _, t = _timed(timed_search)
-        result.rows.append(Row("embedlab", c.spec, f"{name} x{oversample}", ram, ram + tier_bytes, _ndcg(inputs, s, p),
+        result.rows.append(Row("embedlab", c.spec, f"{name} x{factor}", ram, ram + tier_bytes, _ndcg(inputs, s, p),
                                _recall(p, exact), nq_t / t, fit_s))
 
 

@@ -47,6 +47,11 @@ def figures(result: CompressionResult) -> dict:
         "int8_percentile_retention": ret(_ours(result, "int8:calibration=percentile")),
         "binary_retention": ret(binary),
         "binary_rescore_retention": ret(binary_rescore),
+        "binary_rescore_retention_by_oversample": {
+            r.rescore.split(" x")[1]: round(r.retention, 4) for r in result.rows
+            if r.method == "embedlab" and r.codec == "binary" and r.rescore.startswith("float32 x")} or None,
+        "binary_float_query_retention": ret(_ours(result, "binary:query=float")),
+        "binary_float_query_rescore_retention": ret(_ours(result, "binary:query=float", f"float32 x{result.oversample}")),
         "binary_ram_bytes_per_vector": None if binary is None else int(binary.ram_bytes),
         "binary_ram_reduction": None if binary is None else round(4 * result.dim / binary.ram_bytes, 1),
         "pq_retention": ret(best_pq),
