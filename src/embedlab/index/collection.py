@@ -54,6 +54,8 @@ class Collection:
         self._closed = False
         try:
             self._layer: CollectionLayer | None = load_layer(folder, manifest.get("layer"), self.dim, self.metric)
+            if hasattr(self._layer, "bind_encoder"):  # a layer that turns texts= into its own inputs (multivector)
+                self._layer.bind_encoder(lambda: self._load_encoder("Collection.add"))
             self._load()
         except BaseException:
             self._db.close()
