@@ -27,6 +27,21 @@ from embedlab.eval.compression import DEFAULT_CODECS, CompressionInputs, run_com
 from embedlab.eval.compression_report import figures, table, write_all
 
 
+def corpus_slice(dataset, encoder, query_ids, size: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Every document judged for the test queries plus seeded random distractors, ``size`` in all, encoded
+    through the shared cache (its own key: a different text list)."""
+    from embedlab.eval.cache import cached_encode
+
+    needed = {d for q in query_ids for d in dataset.qrels["test"][q]}
+    must = np.array([i for i, cid in enumerate(dataset.corpus_ids) if cid in needed], dtype=np.int64)
+    others = np.setdiff1d(np.arange(len(dataset.corpus_ids)), must)
+    extra = np.random.default_rng(seed).choice(others, max(0, size - len(must)), replace=False)
+    keep = np.sort(np.concatenate([must, extra]))
+    texts = [dataset.corpus_texts[i] for i in keep]
+    return [dataset.corpus_ids[i] for i in keep], cached_encode(encoder, texts, root=common.CACHE,
+                                                                 batch_size=common.BATCH_SIZE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--oversample", type=int, default=4)
@@ -35,14 +50,20 @@ def main() -> None:
     parser.add_argument("--codecs", default=",".join(DEFAULT_CODECS))
     parser.add_argument("--qps-queries", type=int, default=1000)
     parser.add_argument("--no-peer", action="store_true", help="skip the sentence-transformers rows")
+    parser.add_argument("--corpus-slice", type=int, default=0,
+                        help="0 = the full corpus; N = the test split's relevant documents plus seeded random "
+                             "distractors up to N documents (for machines where the full encoding is not cached)")
     args = parser.parse_args()
 
     encoder = common.default_encoder()
     dataset = common.wordnet()
-    corpus = common.wordnet_corpus_embeddings(encoder, dataset)
     query_ids, queries = common.wordnet_query_embeddings("test", encoder, dataset)
     _, fit = common.wordnet_query_embeddings(args.fit_split, encoder, dataset)
-    inputs = CompressionInputs(corpus, list(dataset.corpus_ids), queries, query_ids, dataset.qrels["test"], fit,
+    if args.corpus_slice:
+        corpus_ids, corpus = corpus_slice(dataset, encoder, query_ids, args.corpus_slice)
+    else:
+        corpus_ids, corpus = list(dataset.corpus_ids), common.wordnet_corpus_embeddings(encoder, dataset)
+    inputs = CompressionInputs(corpus, corpus_ids, queries, query_ids, dataset.qrels["test"], fit,
                                f"{len(fit)} {args.fit_split}-split queries", name="wordnet-beir")
     result = run_compression(inputs, codecs=tuple(c for c in args.codecs.split(",") if c), oversample=args.oversample,
                              qps_queries=args.qps_queries, threads=args.threads, peer=not args.no_peer,

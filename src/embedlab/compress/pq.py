@@ -153,10 +153,10 @@ class OPQCodec(PQCodec):
         # faiss's OPQ trains a temporary PQ per iteration; its own printed warning is replaced by our check
         opq.niter_pq = 4
         opq.max_train_points = len(x)
-        rng_state = faiss.ProductQuantizer(x.shape[1], self.m, self.nbits)
-        rng_state.cp.min_points_per_centroid = 1
-        rng_state.cp.seed = self.seed
-        opq.pq = rng_state
+        inner_pq = faiss.ProductQuantizer(x.shape[1], self.m, self.nbits)
+        inner_pq.cp.min_points_per_centroid = 1
+        inner_pq.cp.seed = self.seed
+        opq.pq = inner_pq
         opq.train(x)
         rotation = faiss.vector_to_array(opq.A).reshape(x.shape[1], x.shape[1]).astype(np.float32)
         pq = self._train_pq(np.ascontiguousarray(x @ rotation.T))
