@@ -137,10 +137,9 @@ class Collection:
     # ------------------------------------------------------------------ state
     def _load(self) -> None:
         """(Re)build every in-memory structure from the database, the vectors file and the newest index checkpoint."""
-        settings = self._db.settings()
+        settings, fields, records, self._version = self._db.snapshot(-1)
         self._generation, self._n, self._seq = settings["generation"], settings["n_rows"], settings["seq"]
         self._id_kind = settings["id_kind"]
-        self._version = self._db.data_version()
         self._vfile = VectorFile(self.path, self._generation, self._vdim)
         self._vectors = self._vfile.view(self._n)
         self._meta = MetadataTable()
@@ -150,7 +149,7 @@ class Collection:
         self._row_of: dict[Any, int] = {}
         self._index = self._load_index()
         self._known_rows = 0
-        self._ingest(self._db.rows())
+        self._ingest(records, fields)
         if self._layer is not None:
             self._layer.open(self._n, self._generation)
 
@@ -168,11 +167,10 @@ class Collection:
         self._saved_rows = 0
         return backends.make_index(self.index_kind, self._vdim, self.metric, self.index_params, lambda: self._vectors)
 
-    def _ingest(self, records: list[tuple]) -> None:
+    def _ingest(self, records: list[tuple], fields: list[tuple[str, str, str]]) -> None:
         """Apply database rows (new rows appended, old rows' ``deleted`` flag updated) to memory and the index."""
         from embedlab.index.storage import from_sql
 
-        fields = self._db.fields()
         for name, ftype, _ in fields[len(self._fields):]:
             self._meta.add_field(name, ftype)
         self._fields = fields
@@ -208,13 +206,13 @@ class Collection:
         version = self._db.data_version()
         if version == self._version:
             return
-        settings = self._db.settings()
+        settings, fields, records, version = self._db.snapshot(self._seq)  # one consistent read
         if settings["generation"] != self._generation:
             self._load()
             return
         self._version = version
         self._n, self._id_kind = settings["n_rows"], settings["id_kind"]
-        self._ingest(self._db.rows(self._seq))
+        self._ingest(records, fields)
         self._seq = settings["seq"]
         if self._layer is not None:
             self._layer.open(self._n, self._generation)

@@ -152,6 +152,15 @@ class Database:
             raise
         self.conn.execute("COMMIT")
 
+    def snapshot(self, since_seq: int) -> tuple[dict, list, list, int]:
+        """``(settings, fields, rows changed after since_seq, data_version)`` read in one read transaction, so a
+        concurrent writer's commit is either wholly seen or not at all."""
+        self.conn.execute("BEGIN")
+        try:
+            return self.settings(), self.fields(), self.rows(since_seq), self.data_version()
+        finally:
+            self.conn.execute("COMMIT")
+
     def settings(self) -> dict[str, Any]:
         return dict(self.conn.execute("SELECT key, value FROM settings").fetchall())
 
