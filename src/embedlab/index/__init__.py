@@ -3,5 +3,9 @@
 from embedlab.index.collection import Collection
 from embedlab.index.exact import exact_search
 from embedlab.index.filters import Filter, FilterSyntaxError
+from embedlab.index.multivector import maxsim, maxsim_rerank, maxsim_search
+from embedlab.index.muvera import Muvera
+from embedlab.index.muvera_index import MuveraIndex
 
-__all__ = ["Collection", "Filter", "FilterSyntaxError", "exact_search"]
+__all__ = ["Collection", "Filter", "FilterSyntaxError", "exact_search", "maxsim", "maxsim_rerank", "maxsim_search",
+           "Muvera", "MuveraIndex"]
