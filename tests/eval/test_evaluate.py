@@ -69,9 +69,12 @@ def test_limit_generator_covers_every_pair(tmp_path):
 
 
 def test_limit_generator_distractors_and_bad_sizes(tmp_path):
-    ds = load_beir(generate(tmp_path / "d", n_docs=5, k=2, n_attributes=14, seed=0))
-    assert sum(t.count(",") + 1 for t in ds.corpus_texts) == 2 * 10 + 4  # C(5,2) queries x k, + 4 distractors
-    with pytest.raises(InvalidInputError, match="need ints 1 <= k < n_docs"):
+    from embedlab.eval.limit import statistics
+
+    path = generate(tmp_path / "d", n_docs=5, k=2, n_attributes=14, attributes_per_doc=6, seed=0)
+    stats = statistics(path)  # every document padded with distractors to the same count
+    assert stats["attributes_per_doc"] == [6, 6] and stats["problems"] == []
+    with pytest.raises(InvalidInputError, match="core must be an int with k=2 < core <= n_docs=2"):
         generate(tmp_path / "x", n_docs=2, k=2)
-    with pytest.raises(InvalidInputError, match="n_attributes must be >= the number of queries"):
-        generate(tmp_path / "y", n_docs=5, k=2, n_attributes=3)
+    with pytest.raises(InvalidInputError, match="n_attributes must be >= 12"):
+        generate(tmp_path / "y", n_docs=5, k=2, n_attributes=3, attributes_per_doc=6)
