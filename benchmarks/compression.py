@@ -3,10 +3,12 @@
 float32 and every codec, with and without rescoring (top ``k * oversample`` re-ranked with float32 rows
 memory-mapped from disk; binary also with int8 rows): RAM / disk bytes per vector, nDCG@10 and retention vs
 float32, recall@10 of the float32 exact top-10, QPS, fit time. sentence-transformers' ``quantize_embeddings``
-(int8, binary) is measured on the same vectors in the same run. Codecs are fitted on the dev-split queries
-(4,302 vectors), never on the 117,659 corpus vectors they quantise; the test split (4,388 queries) is scored.
+(int8, binary) is measured on the same vectors in the same run. Scalar codecs are calibrated on the dev-split
+queries (4,301 vectors), never on the 117,659 corpus vectors they quantise; PQ/OPQ codebooks are trained both on a
+seeded 20,000-row corpus sample (faiss's protocol) and on the dev queries. The test split (4,387 queries) is scored.
 
     python benchmarks/compression.py [--oversample 4] [--threads 1] [--fit-split dev] [--codecs a,b,...]
+                                     [--codebook-sample 20000] [--corpus-slice N]
 
 Embeddings come from the shared cache (``common.wordnet_corpus_embeddings``). Writes
 ``benchmarks/results/compression.json`` (+ ``compression.png``, ``compression.html``); the same measurement
@@ -50,6 +52,8 @@ def main() -> None:
     parser.add_argument("--codecs", default=",".join(DEFAULT_CODECS))
     parser.add_argument("--qps-queries", type=int, default=1000)
     parser.add_argument("--no-peer", action="store_true", help="skip the sentence-transformers rows")
+    parser.add_argument("--codebook-sample", type=int, default=20000,
+                        help="corpus rows that train PQ/OPQ codebooks (0 = the calibration queries only)")
     parser.add_argument("--corpus-slice", type=int, default=0,
                         help="0 = the full corpus; N = the test split's relevant documents plus seeded random "
                              "distractors up to N documents (for machines where the full encoding is not cached)")
@@ -64,7 +68,8 @@ def main() -> None:
     else:
         corpus_ids, corpus = list(dataset.corpus_ids), common.wordnet_corpus_embeddings(encoder, dataset)
     inputs = CompressionInputs(corpus, corpus_ids, queries, query_ids, dataset.qrels["test"], fit,
-                               f"{len(fit)} {args.fit_split}-split queries", name="wordnet-beir")
+                               f"{len(fit)} {args.fit_split}-split queries", name="wordnet-beir",
+                               codebook_sample=args.codebook_sample)
     result = run_compression(inputs, codecs=tuple(c for c in args.codecs.split(",") if c), oversample=args.oversample,
                              qps_queries=args.qps_queries, threads=args.threads, peer=not args.no_peer,
                              workdir=common.ROOT / ".cache", log=lambda s: print(s, file=sys.stderr, flush=True))

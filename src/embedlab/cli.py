@@ -231,6 +231,7 @@ def bench_compression(
     codecs: Optional[str] = typer.Option(None, "--codecs", help="Comma-separated codec specs (default: the full set)."),
     oversample: int = typer.Option(4, "--oversample", min=1, help="Rescoring candidates = 10 x oversample."),
     threads: int = typer.Option(1, "--threads", min=1, help="faiss / BLAS threads while timing."),
+    codebook_sample: int = typer.Option(20000, "--codebook-sample", min=0, help="Corpus rows that train PQ/OPQ codebooks (0 = calibration queries only)."),
     out: Path = typer.Option(Path("compression-report"), "--out", help="Folder for compression.{json,png,html}."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
@@ -240,7 +241,8 @@ def bench_compression(
     from embedlab.eval.compression_report import figures, table, write_all
 
     specs = tuple(c.strip() for c in codecs.split(",") if c.strip()) if codecs else DEFAULT_CODECS
-    inputs = beir_inputs(load_beir(data), _load_encoder(model), split=split, fit_split=fit_split, batch_size=batch_size)
+    inputs = beir_inputs(load_beir(data), _load_encoder(model), split=split, fit_split=fit_split, batch_size=batch_size,
+                         codebook_sample=codebook_sample)
     result = run_compression(inputs, codecs=specs, oversample=oversample, threads=threads,
                              log=lambda line: typer.echo(line, err=True))
     title = f"{inputs.name} {split}: nDCG@10 retention vs RAM bytes ({result.n:,} docs, {result.dim}-d)"

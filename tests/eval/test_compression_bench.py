@@ -58,6 +58,18 @@ def test_runner_measures_every_configuration(inputs, tmp_path):
     assert any("int8 retention" in n for n in report["notes"])
 
 
+def test_pq_codebooks_measured_both_ways(inputs, tmp_path):
+    from dataclasses import replace
+
+    result = run_compression(replace(inputs, codebook_sample=1500), codecs=("pq:64,6", "int8"), qps_queries=20,
+                             peer=False, binary_oversample=(), workdir=tmp_path)
+    pq = [r for r in result.rows if r.codec == "pq:64,6" and r.rescore == "none"]
+    assert [r.fit_on for r in pq] == ["corpus sample (1500)", "calibration sample"]
+    assert [r.fit_on for r in result.rows if r.codec == "int8"] == ["calibration sample"] * 2
+    f = figures(result)
+    assert "corpus sample" in f["pq_codec"] and f["pq_retention_fit_on_calibration_sample"] is not None
+
+
 def test_pareto_front():
     assert pareto_front([(4, 0.9), (1, 0.5), (2, 0.95), (8, 0.99), (3, 0.7)]) == [1, 2, 3]
 

@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 
 from embedlab.compress import CodeSearcher, Codec, codec as make_codec, rescore
+from embedlab.compress.chain import ChainCodec
+from embedlab.compress.search import kernel_of
 from embedlab.errors import InvalidInputError
 from embedlab.eval.data import Qrels
 from embedlab.eval.metrics import evaluate_run
@@ -41,7 +43,9 @@ class CompressionInputs:
 
     ``corpus`` ``[n, d]``, ``queries`` ``[nq, d]`` (``query_ids[i]`` names row ``i``), ``qrels`` the split's
     judgements, ``fit_vectors`` ``[m, d]`` the calibration sample (disjoint from ``corpus``), ``fit_source`` says
-    where it came from (reported).
+    where it came from (reported). ``codebook_sample`` (rows of ``corpus``) is how many seeded corpus rows train
+    product-quantisation codebooks, faiss's protocol (the codebook is part of the index); 0 = use ``fit_vectors``.
+    PQ/OPQ are then measured both ways, so the strict number is reported too.
     """
 
     corpus: np.ndarray
@@ -52,6 +56,7 @@ class CompressionInputs:
     fit_vectors: np.ndarray
     fit_source: str
     name: str = "corpus"
+    codebook_sample: int = 0
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Row:
     recall10: float
     qps: float
     fit_s: float = 0.0
+    fit_on: str = "-"
     retention: float = 0.0
     note: str = ""
 
@@ -166,14 +172,28 @@ def run_compression(
 
 def _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t, log,
                    sweep=()):
-    c: Codec = make_codec(spec)
-    try:
-        c.check_dim(x.shape[1])
-        _, fit_s = _timed(lambda: c.fit(inputs.fit_vectors))
-    except InvalidInputError as exc:
-        result.skipped.append(f"{spec}: {exc}")
-        log(f"skipped {spec}: {exc}")
-        return
+    fits = [(inputs.fit_vectors, "calibration sample")]
+    if inputs.codebook_sample and kernel_of(make_codec(spec)) == "adc":
+        rows = np.random.default_rng(0).choice(len(x), min(len(x), inputs.codebook_sample), replace=False)
+        fits.insert(0, (x[np.sort(rows)], f"corpus sample ({len(rows)})"))
+    for fit_vectors, fit_on in fits:
+        c: Codec = make_codec(spec)
+        try:
+            c.check_dim(x.shape[1])
+            _, fit_s = _timed(lambda: c.fit(fit_vectors))
+        except InvalidInputError as exc:
+            result.skipped.append(f"{spec}: {exc}")
+            log(f"skipped {spec}: {exc}")
+            return
+        _measure_fitted(c, fit_s, fit_on, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t,
+                        log, sweep, inputs)
+
+
+def _measure_fitted(c, fit_s, fit_on, x, q, exact, on_disk, int8_rescorer, int8_disk, result, oversample, nq_t, log,
+                    sweep, inputs):
+    stages = c.stages if isinstance(c, ChainCodec) else [c]
+    if not any(stage._arrays for stage in stages):
+        fit_on = "-"  # the codec learns nothing
     searcher = CodeSearcher(c, c.encode(x))
     ram, d = c.bytes_per_vector, x.shape[1]
     is_binary = "binary" in c.spec
@@ -181,8 +201,9 @@ def _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk,
     (scores, cand), _ = _timed(lambda: searcher.search(q, K * max(factors)))
     _, t_plain = _timed(lambda: searcher.search(q[:nq_t], K))
     ndcg = _ndcg(inputs, scores[:, :K], cand[:, :K])
-    result.rows.append(Row("embedlab", c.spec, "none", ram, ram, ndcg, _recall(cand, exact), nq_t / t_plain, fit_s))
-    log(f"{c.spec}: {ram} B, nDCG@10 {ndcg:.4f} ({ndcg / result.baseline_ndcg10:.3f}), fit {fit_s:.1f}s")
+    result.rows.append(Row("embedlab", c.spec, "none", ram, ram, ndcg, _recall(cand, exact), nq_t / t_plain, fit_s,
+                           fit_on))
+    log(f"{c.spec} [{fit_on}]: {ram} B, nDCG@10 {ndcg:.4f} ({ndcg / result.baseline_ndcg10:.3f}), fit {fit_s:.1f}s")
     tiers = [("float32", on_disk, None, 4 * d, f) for f in factors]
     if is_binary:
         tiers.append(("int8", int8_disk, int8_rescorer, d, oversample))
@@ -195,7 +216,7 @@ def _measure_codec(spec, inputs, x, q, exact, on_disk, int8_rescorer, int8_disk,
 
         _, t = _timed(timed_search)
         result.rows.append(Row("embedlab", c.spec, f"{name} x{factor}", ram, ram + tier_bytes, _ndcg(inputs, s, p),
-                               _recall(p, exact), nq_t / t, fit_s))
+                               _recall(p, exact), nq_t / t, fit_s, fit_on))
 
 
 def _measure_peer(inputs, x, q, exact, result, oversample, nq_t, log):
@@ -272,7 +293,8 @@ class _Dequantised:
 
 
 def beir_inputs(dataset, encoder, *, split: str = "test", fit_split: str | None = None, cache_root=None,
-                batch_size: int = 64, fit_size: int = 20000, seed: int = 0) -> CompressionInputs:
+                batch_size: int = 64, fit_size: int = 20000, codebook_sample: int = 20000,
+                seed: int = 0) -> CompressionInputs:
     """Encode a BEIR set through the embedding cache (:func:`embedlab.eval.cache.cached_encode`).
 
     The calibration sample is the queries of ``fit_split`` (default: ``"dev"``, else ``"train"``, whichever exists
@@ -301,4 +323,4 @@ def beir_inputs(dataset, encoder, *, split: str = "test", fit_split: str | None 
     queries = cached_encode(encoder, query_texts, root=root, batch_size=batch_size)
     fit = cached_encode(encoder, fit_texts, root=root, batch_size=batch_size)
     return CompressionInputs(corpus, list(dataset.corpus_ids), queries, query_ids, qrels, fit,
-                             f"{len(fit)} {source}", name=Path(dataset.path).name)
+                             f"{len(fit)} {source}", name=Path(dataset.path).name, codebook_sample=codebook_sample)
