@@ -258,3 +258,44 @@ def test_texts_with_the_manifest_encoder(tmp_path, encoder):
         hits = col.search(["a small cat resting"], k=2, filter='topic == "pets"')
         assert set(hits.ids[0].tolist()) == {"cat", "kitten"}
         assert col.get(["stocks"])[0]["text"] == docs[1]
+
+
+@pytest.mark.parametrize("strategy", ["exact", "filtered_ann", "post_filter", "flat_scan"])
+def test_every_strategy_meets_the_contract_against_exact(filled, data, strategy):
+    """Each strategy the planner can pick, forced on the same filter: filter respected, k hits, recall floor."""
+    from embedlab.index import planner
+
+    x, q = data
+    if (strategy == "flat_scan") != (filled.index_kind == "flat") and strategy != "exact":
+        pytest.skip(f"{strategy} does not apply to {filled.index_kind}")
+    text = "n >= 2 and flag == false"
+    mask = np.array([i % 7 >= 2 and i % 3 != 0 for i in range(N)])
+    allowed = int(mask.sum())
+    ef = 64 if strategy != "post_filter" else 80
+    p = planner.Plan(strategy, allowed, N, ef, 40 if strategy == "post_filter" else 10)
+    got = filled._mask(Filter.parse(text), "test")
+    np.testing.assert_array_equal(got, mask)
+    scores, rows, strategies = planner.execute(p, filled._index, filled._vectors, unit(q), 10, "cosine", got)
+    assert (rows >= 0).sum(1).min() == 10 and mask[rows].all()
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    truth = exact_filtered(x, q, mask, 10)
+    found = [[f"d{r}" for r in row] for row in rows]
+    assert np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]) >= 0.95
+    assert all(s.startswith(strategy) for s in strategies)
+
+
+def test_planner_choices():
+    from embedlab.index import planner
+    from embedlab.index.backends import make_index
+
+    hnsw = make_index("hnsw", 8, "ip", {"M": 16, "ef_construction": 40, "ef_search": 64}, lambda: None)
+    n = 117_000
+    assert planner.plan(hnsw, 10, n, 117, None, nq=1000).strategy == "exact"  # 0.1%
+    assert planner.plan(hnsw, 10, n, 1170, None, nq=1).strategy == "exact"  # 1%
+    mid = planner.plan(hnsw, 10, n, 23_400, None, nq=1)  # 20%, one query: gathering 23k rows costs too much
+    assert mid.strategy == "filtered_ann" and mid.ef == 64
+    low = planner.plan(hnsw, 10, n, 11_700, None, nq=1)
+    assert low.strategy == "filtered_ann" and low.ef > 64  # efSearch raised as selectivity drops
+    post = planner.plan(hnsw, 10, n, 80_000, 32, nq=1)
+    assert post.strategy == "post_filter" and post.candidates == 30 and post.ef == 32
+    assert planner.plan(hnsw, 10, n, None, 50).as_dict()["strategy"] == "ann"

@@ -5,13 +5,13 @@ knows ``m`` = the number of allowed rows out of ``n``, and ``s = m / n``. Strate
 
 - ``ann``: no filter and no deletes, the index alone.
 - ``exact``: gather the ``m`` allowed vectors once per call and score every query against them with one
-  matrix product (BLAS); exact by construction. Chosen when its cost per query,
-  ``m / BLAS_SPEEDUP + GATHER_COST * m / nq`` (in graph-distance units: BLAS is that many times cheaper
-  than the graph's random accesses, and the gather is shared by the ``nq`` queries of the call), is below
-  the filtered-graph cost.
-- ``filtered_ann``: the graph (or IVF lists) searched with a faiss ``IDSelectorBitmap``; efSearch is raised
-  to ``ef / sqrt(s)`` because a walk with a selector must visit about ``1 / s`` nodes per allowed result
-  (cf. ACORN, Patel et al. 2024, Sec. 3, on predicate-agnostic filtered HNSW). Cost ``ef_s * links / s``.
+  matrix product (BLAS); exact by construction. Cost per query ``m * (1 + GATHER_COST / nq)`` in units of
+  one BLAS dot product (the gather is shared by the ``nq`` queries of the call).
+- ``filtered_ann``: the graph (or IVF lists) searched with a faiss ``IDSelectorBitmap``. A walk with a selector
+  keeps only allowed nodes as results, so its recall falls as ``s`` drops (cf. ACORN, Patel et al. 2024,
+  Sec. 3, on predicate-agnostic filtered HNSW); efSearch is raised to ``ef * sqrt(RAISE_BELOW / s)`` below
+  ``s = RAISE_BELOW``. Cost ``ef_s * GRAPH_COST_PER_EF * links / 32`` (faiss's selector walk costs about the
+  same per efSearch whatever ``s``; measured on 2 cores, 384-d: ~90 BLAS dots per unit of efSearch).
 - ``post_filter``: when nearly everything passes (``s >= POST_FILTER_MIN``), the unfiltered index is asked
   for ``ceil(oversample * k / s)`` candidates and the disallowed ones are dropped.
 - ``flat_scan``: a flat index scanning every row with the bitmap (cheaper than gathering most rows).
@@ -30,9 +30,11 @@ import numpy as np
 
 from embedlab.index.backends import Selection, VectorIndex, to_scores
 
-BLAS_SPEEDUP = 16.0  # exact: per-vector cost of a batched matrix product vs a graph step (measured, benchmarks/filtered.py)
-POST_FILTER_MIN = 0.5  # selectivity above which post-filtering beats the selector walk
-GATHER_COST = 0.5  # copying one allowed row, relative to one graph distance evaluation
+GRAPH_COST_PER_EF = 90.0  # HNSW selector walk, per query and unit of efSearch, in BLAS dot products (measured)
+IVF_ROW_COST = 3.0  # scanning one IVF list entry (unbatched), in BLAS dot products
+GATHER_COST = 3.0  # copying one allowed row out of the vectors file, in BLAS dot products
+RAISE_BELOW = 0.2  # efSearch is raised for selectivities below this
+POST_FILTER_MIN = 0.5  # selectivity above which post-filtering replaces the selector walk
 OVERSAMPLE = 2.0  # post-filter candidates = OVERSAMPLE * k / s
 MAX_EF = 4096
 GATHER_ROWS = 65536  # exact scan in row chunks, to bound memory
@@ -71,14 +73,13 @@ def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | 
     if s >= POST_FILTER_MIN:
         cand = min(total, math.ceil(OVERSAMPLE * k / s))
         return Plan("post_filter", m, total, base_ef if index.kind == "ivf" else max(base_ef, cand), cand)
-    ef_s = min(MAX_EF, math.ceil(max(base_ef, k) / math.sqrt(s)))
+    ef_s = min(MAX_EF, math.ceil(max(base_ef, k) * math.sqrt(max(1.0, RAISE_BELOW / s))))
     if index.kind == "ivf":
         nlist = getattr(getattr(index, "index", None), "nlist", 0)
-        graph_cost = total * min(ef_s, nlist) / nlist if nlist else math.inf  # rows scanned per query
-        graph_cost /= BLAS_SPEEDUP / 4  # list scans are sequential, though not batched across queries
+        graph_cost = IVF_ROW_COST * total * min(ef_s, nlist) / nlist if nlist else math.inf  # rows scanned
     else:
-        graph_cost = ef_s * links / s
-    exact_cost = m / BLAS_SPEEDUP + GATHER_COST * m / max(nq, 1)
+        graph_cost = ef_s * GRAPH_COST_PER_EF * links / 32
+    exact_cost = m * (1 + GATHER_COST / max(nq, 1))
     if exact_cost <= graph_cost:
         return Plan("exact", m, total, 0, k)
     return Plan("filtered_ann", m, total, ef_s, k)
