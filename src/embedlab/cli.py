@@ -265,7 +265,7 @@ def bench_compression(
         tab.add_column(str(c), justify="right")
     for row in rows:
         tab.add_row(*(str(v) for v in row))
-    Console().print(tab)
+    Console(width=None if sys.stdout.isatty() else 220).print(tab)  # a pipe gets the whole table, unwrapped
     for note in report["notes"]:
         typer.echo(note)
     typer.echo(f"wrote {out / 'compression.json'}, {report['png']}, {report['html']}")
