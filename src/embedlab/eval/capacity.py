@@ -353,7 +353,7 @@ def capacity_curve(
     **options,
 ) -> dict[int, CriticalN]:
     """:func:`critical_n` for each dimension in increasing order; each search starts where the
-    previous ones point (the last critical n plus its last increment, scaled to the step in d)."""
+    previous results point (a quadratic through the last three, else a line through the last two)."""
     dims = sorted({int(d) for d in dims})
     if not dims or dims[0] < 1:
         raise InvalidInputError(f"capacity_curve: dims must be positive ints, got {list(dims)!r}.")
@@ -362,9 +362,9 @@ def capacity_curve(
         start = options.pop("start", None) if not out else None
         done = sorted(out)
         if len(done) >= 2:
-            (d1, r1), (d2, r2) = (done[-2], out[done[-2]]), (done[-1], out[done[-1]])
-            slope = max(1.0, (r2.n - r1.n) / (d2 - d1))
-            start = round(r2.n + slope * (d - d2))
+            xs = done[-3:]
+            fit = np.polyfit(xs, [out[x].n for x in xs], len(xs) - 1)
+            start = max(out[done[-1]].n + 1, round(float(np.polyval(fit, d))))
         elif len(done) == 1:
             start = round(out[done[0]].n * d / done[0])
         out[d] = critical_n(d, k=k, start=start, **options)
