@@ -168,27 +168,30 @@ def main() -> None:
     parser.add_argument("--eval-dims", default="32,64,128,256,384")
     args = parser.parse_args()
     path = RESULTS / "limit.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    figures, tables, notes = dict(previous.get("figures", {})), [], []
-    old_tables = {t["title"]: t for t in previous.get("tables", [])}
-    old_notes = previous.get("notes", [])
-    commands = dict(previous.get("part_commands", {}))
+    figures, tables, notes, drop = {}, [], [], []
     parts = ("capacity", "eval") if args.part == "all" else (args.part,)
     for part in parts:
         if part == "capacity":
             f, t, n = capacity([int(d) for d in args.dims.split(",")], tuple(range(args.seeds)), args.threads, args.workers)
-            old_notes = [x for x in old_notes if not x.startswith(("Capacity", "Goal missed on the wall clock", "Goal missed: critical"))]
+            drop += ["Capacity", "Goal missed on the wall clock", "Goal missed: critical"]
         else:
             f, t, n = evaluation([int(d) for d in args.eval_dims.split(",")])
-            old_notes = [x for x in old_notes if not x.startswith("Dense =")]
+            drop += ["Dense =", "Multi-vector"]
         figures.update(f)
         tables += t
         notes += n
+    # Merge with the other part's figures only now: both parts may run at the same time.
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**previous.get("figures", {}), **figures}
+    commands = dict(merged.get("part_commands", {}))
+    for part in parts:
         commands[part] = " ".join(["python", "benchmarks/limit.py", *sys.argv[1:]])
-    for t in tables:
-        old_tables[t["title"]] = t
-    figures["part_commands"] = commands
-    write_results("limit", figures, tables=list(old_tables.values()), notes=old_notes + notes)
+    merged["part_commands"] = {p: commands[p] for p in ("capacity", "eval") if p in commands}
+    old_tables = {t["title"]: t for t in previous.get("tables", [])}
+    old_tables.update({t["title"]: t for t in tables})
+    old_notes = [x for x in previous.get("notes", []) if not x.startswith(tuple(drop))]
+    write_results("limit", merged, tables=list(old_tables.values()), notes=old_notes + notes,
+                  command=" && ".join(merged["part_commands"].values()))
     print(f"wrote {path}")
 
 
