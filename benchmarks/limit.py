@@ -43,7 +43,8 @@ def _curve_worker(args):
 def capacity(dims: list[int], seeds: tuple[int, ...], threads: int, workers: int) -> tuple[dict, list, list]:
     import torch
 
-    from embedlab.eval.capacity import PAPER_CRITICAL_N, PAPER_CUBIC, capacity_curve, fit_cubic, plot_capacity
+    from embedlab.eval.capacity import capacity_curve
+    from embedlab.eval.capacity_fit import PAPER_CRITICAL_N, PAPER_CUBIC, fit_cubic, plot_capacity
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

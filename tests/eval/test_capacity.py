@@ -10,14 +10,8 @@ import pytest
 
 from embedlab.errors import InvalidInputError
 from embedlab.eval import capacity
-from embedlab.eval.capacity import (
-    PAPER_CRITICAL_N,
-    critical_n,
-    fit_cubic,
-    optimize_free_embeddings,
-    plot_capacity,
-    solve_all_subsets,
-)
+from embedlab.eval.capacity import critical_n, optimize_free_embeddings, solve_all_subsets
+from embedlab.eval.capacity_fit import PAPER_CRITICAL_N, fit_cubic, plot_capacity
 from embedlab.eval.capacity_check import check_qrels
 from embedlab.eval.qrel_graph import qrel_graph_stats
 

@@ -92,3 +92,12 @@ def test_evaluate_limit_table_on_a_tiny_generated_set(tmp_path, encoder):
         evaluate_limit(data, encoder, dims=(8, 512))
     with pytest.raises(InvalidInputError, match="corpus_embeddings must have 8 rows"):
         evaluate_limit(data, encoder, corpus_embeddings=np.zeros((3, 384), np.float32))
+
+
+def test_evaluate_limit_rejects_an_empty_split(tmp_path, encoder):
+    from embedlab.eval.limit_eval import evaluate_limit
+
+    path = generate(tmp_path / "e", n_docs=4, seed=0)
+    (path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(InvalidInputError, match="split 'test' must judge at least one query, got none"):
+        evaluate_limit(load_beir(path), encoder)
