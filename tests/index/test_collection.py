@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from embedlab.errors import ConflictError, DataFormatError, InvalidInputError, NotFoundError, UnsupportedError
+from embedlab.errors import CancelledError, ConflictError, DataFormatError, InvalidInputError, NotFoundError, UnsupportedError
 from embedlab.index import Collection, Filter, FilterSyntaxError, exact_search
 
 KINDS = {"flat": {}, "hnsw": {"M": 12, "ef_construction": 64}, "ivf": {"nlist": 16, "train_size": 600}}
@@ -190,8 +190,12 @@ def test_lifecycle_int_ids_upsert_delete_reopen_compact(kind, tmp_path, data):
         col.compact()
         assert col.count() == n - 1 and col._n == n - 1
         assert recall(col.search(q, 10, filter="g >= 1"), before.ids.tolist()) >= 0.95
+        calls = []
+        with pytest.raises(CancelledError, match="cancelled by the progress callback"):
+            col.compact(progress=lambda done, total: calls.append((done, total)) or False)
+        assert calls == [(0, n - 1)] and col.count() == n - 1 and col._generation == 1
     files = {p.name for p in path.iterdir()}
-    assert "vectors-1.f32" in files and "vectors-0.f32" not in files
+    assert "vectors-2.f32" not in files and "vectors-1.f32" in files and "vectors-0.f32" not in files
     assert json.loads((path / "manifest.json").read_text())["format_version"] == 1
 
 

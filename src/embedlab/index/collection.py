@@ -23,7 +23,7 @@ from embedlab.index.filters import Filter, as_filter
 from embedlab.index.layers import CollectionLayer, create_layer, load_layer
 from embedlab.index.metadata import MetadataTable, _Growable
 from embedlab.index.storage import Database, VectorFile, WriterLock
-from embedlab.types import Hits
+from embedlab.types import Hits, ProgressCallback, report_progress
 
 CHECKPOINT_MIN_ROWS = 10_000  # re-save the ANN index once this many rows (or half the saved count) are unsaved
 
@@ -323,9 +323,10 @@ class Collection:
             for i in ids:
                 del self._row_of[i]
 
-    def compact(self) -> None:
+    def compact(self, *, progress: ProgressCallback | None = None) -> None:
         """Drop deleted rows for good: rewrite vectors and index as a new generation, then switch atomically.
-        An IVF index is re-trained (``nlist`` auto-sized to the current count unless it was given)."""
+        An IVF index is re-trained (``nlist`` auto-sized to the current count unless it was given).
+        ``progress(done, total)`` is called per chunk of rows; returning ``False`` cancels (nothing changes)."""
         owner = "Collection.compact"
         with self._mutex:
             self._begin(owner, write=True)
@@ -335,15 +336,21 @@ class Collection:
             written = [0]
             index = backends.make_index(self.index_kind, self._vdim, self.metric, self.index_params,
                                         lambda: vfile.view(written[0]))
-            vfile.write(0, np.zeros((0, self._vdim), np.float32))
-            for s in range(0, len(keep), 65536):
-                chunk = np.asarray(self._vectors[keep[s : s + 65536]])
-                vfile.write(s, chunk)
-                written[0] = s + len(chunk)
-                index.add(chunk)
-            self._write_index(index, gen)
-            if self._layer is not None:
-                self._layer.compact(keep, gen)
+            try:
+                vfile.write(0, np.zeros((0, self._vdim), np.float32))
+                for s in range(0, len(keep), 65536):
+                    report_progress(progress, s, len(keep))
+                    chunk = np.asarray(self._vectors[keep[s : s + 65536]])
+                    vfile.write(s, chunk)
+                    written[0] = s + len(chunk)
+                    index.add(chunk)
+                report_progress(progress, len(keep), len(keep))
+                self._write_index(index, gen)
+                if self._layer is not None:
+                    self._layer.compact(keep, gen)
+            except BaseException:
+                storage.remove_stale(self.path, self._generation, self._n)  # the unfinished generation's files
+                raise
             seq = self._seq + 1
             with self._db.transaction():
                 m = self._db.renumber(seq)
