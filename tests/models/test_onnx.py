@@ -92,7 +92,14 @@ def test_int8_stays_close_to_float(tiny_torch, tiny_int8):
     ours, ref = tiny_int8.encode(TEXTS), tiny_torch.encode(TEXTS)
     assert ours.dtype == np.float32
     assert (ours * ref).sum(1).min() >= 0.99
-    assert tiny_int8.manifest["kept_fp32"], "the FFN down-projections stay float32"
+    assert tiny_int8.manifest["kept_fp32"] == []  # every linear layer is int8
+
+
+def test_keeping_the_ffn_down_projections_in_float32(tiny_fp32, tmp_path):
+    from embedlab.models.onnx import quantize_int8
+
+    kept = quantize_int8(tiny_fp32.onnx_path, tmp_path / "keep.onnx", keep_ffn_down_fp32=True)
+    assert len(kept) == tiny_fp32.num_layers and all("output/dense" in name for name in kept)
 
 
 def test_fingerprint_tells_backends_and_precisions_apart(tiny_torch, tiny_fp32, tiny_int8):
