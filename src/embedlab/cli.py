@@ -35,10 +35,10 @@ BatchOpt = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass.
 FormatOpt = typer.Option(OutputFormat.table, "--format", help="table (human) or json (one object on stdout).")
 
 
-def _load_encoder(model: Optional[str]):
+def _load_encoder(model: Optional[str], **options):
     from embedlab.models import Encoder
 
-    return Encoder.load(model)
+    return Encoder.load(model, **options)
 
 
 def emit(result: dict, fmt: OutputFormat, title: str = "") -> None:
@@ -66,13 +66,19 @@ def encode(
     prompt: Optional[str] = typer.Option(None, help="Prefix added to every text."),
     dim: Optional[int] = typer.Option(None, help="Keep the first dim coordinates (Matryoshka)."),
     layers: Optional[int] = typer.Option(None, help="Pool the hidden state of this layer."),
+    backend: str = typer.Option("torch", help="torch, or onnx (ONNX Runtime, exported and cached on first use)."),
+    precision: str = typer.Option("fp32", help="fp32, or int8 (backend onnx: dynamic int8 quantisation)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads while encoding (default: every core)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Padded-token budget per batch."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
     """Encode texts into a .npy file."""
     import numpy as np
 
     texts = _read_texts(input)
-    vectors = _load_encoder(model).encode(texts, prompt=prompt, batch_size=batch_size, dim=dim, layers=layers)
+    encoder = _load_encoder(model, backend=backend, precision=precision, threads=threads)
+    vectors = encoder.encode(texts, prompt=prompt, batch_size=batch_size, max_tokens=max_tokens, dim=dim,
+                             layers=layers)
     np.save(output, vectors)
     emit({"n": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "output": str(output)}, fmt, "encode")
 

@@ -215,7 +215,8 @@ def test_read_only_model_folder_falls_back_to_the_user_cache(tmp_path, monkeypat
 # ---------------------------------------------------------------- bad input
 def test_missing_onnxruntime_says_what_to_install(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(UnsupportedError, match="needs the package 'onnxruntime'.*pip install onnxruntime"):
+    with pytest.raises(UnsupportedError, match=r"needs the packages 'onnxruntime' and 'onnx', got an environment "
+                                               r"without 'onnxruntime'. Fix: pip install 'embedlab\[onnx\]'"):
         Encoder.load(tiny, backend="onnx")
 
 
@@ -281,3 +282,19 @@ def test_real_model_matches_sentence_transformers(encoder, tmp_path_factory, dat
     cosine = (ours * theirs).sum(1) / np.linalg.norm(theirs, axis=1)
     assert ours.shape == (len(texts), 384) and cosine.min() >= 0.99999
     assert fast.fingerprint != encoder.fingerprint
+
+
+# ---------------------------------------------------------------- the command line
+def test_cli_encodes_with_the_onnx_backend(tiny, tmp_path):
+    import subprocess
+
+    src = tmp_path / "texts.txt"
+    src.write_text("the dog runs\nhello world\n")
+    cmd = [sys.executable, "-m", "embedlab.cli", "encode", str(src), "-o", str(tmp_path / "v.npy"), "--model",
+           str(tiny), "--backend", "onnx", "--precision", "int8", "--threads", "1", "--max-tokens", "64",
+           "--format", "json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert np.load(tmp_path / "v.npy").shape == (2, 32)
+    bad = subprocess.run(cmd[:-2] + ["--backend", "tensorrt"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "backend must be one of 'torch', 'onnx', got 'tensorrt'" in bad.stderr

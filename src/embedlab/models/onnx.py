@@ -84,11 +84,12 @@ def _quiet_logs(*names: str) -> Iterator[None]:
 
 def _import_onnxruntime(owner: str = "Encoder.load"):
     try:
+        import onnx  # noqa: F401  (export and quantisation need it, the session does not)
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
         raise UnsupportedError(
-            f"{owner}: backend='onnx' needs the package 'onnxruntime', got an environment without it. "
-            "Fix: pip install onnxruntime onnx (or use backend='torch')."
+            f"{owner}: backend='onnx' needs the packages 'onnxruntime' and 'onnx', got an environment without "
+            f"{exc.name!r}. Fix: pip install 'embedlab[onnx]' (onnxruntime, onnx), or use backend='torch'."
         ) from None
     return onnxruntime
 
