@@ -115,6 +115,7 @@ def main() -> None:
             for ef in range(max(below) + 4, first, 4):
                 measure(ef)
         rows.sort(key=lambda r: r[0])
+        rows.sort(key=lambda r: r[0])
         col.close()
         again, _ = qps(lambda: flat.search(queries, K), NQ, 1)  # the load drifts: keep the flat scan's best
         flat_qps = max(flat_qps, again)
@@ -133,14 +134,21 @@ def main() -> None:
              f"Build: ours {our_build:.1f} s ({len(base) / our_build:,.0f} vectors/s, durable batches of 20k with ids) "
              f"vs raw faiss {raw_build:.1f} s; flat exact scan {flat_qps:,.0f} QPS. "
              f"QPS is 1,000 queries per batched call, best of {args.repeats} interleaved runs, on a machine shared with other jobs."]
-    if both:
-        r = both[0]
-        figures = {"glove_recall_at_10": r[1], "glove_ef_search": r[0], "glove_qps": r[2], "glove_faiss_qps": r[4],
-                   "glove_qps_ratio_vs_faiss": r[5], "glove_qps_ratio_vs_flat": r[6], "glove_flat_qps": flat_qps}
+    ours = next((r for r in rows if r[1] >= 0.95), None)  # our operating point: smallest efSearch reaching 0.95
+    if both and ours:
+        r = both[0]  # the faiss comparison at one efSearch where both reach 0.95 (the conservative reading)
+        figures = {"glove_recall_at_10": ours[1], "glove_ef_search": ours[0], "glove_qps": ours[2],
+                   "glove_qps_ratio_vs_flat": ours[2] / flat_qps, "glove_flat_qps": flat_qps,
+                   "glove_qps_ratio_vs_faiss": r[5], "glove_faiss_compared_at_ef": r[0], "glove_faiss_qps": r[4],
+                   "glove_faiss_recall_at_10": r[3]}
+        notes.append(f"Operating point: the smallest efSearch where our recall@10 >= 0.95 (ef={ours[0]}) for QPS and "
+                     f"the ratio to flat; the ratio to faiss is taken at the smallest efSearch where both reach 0.95 "
+                     f"(ef={r[0]}), on identical parameters and queries.")
         if r[5] < 0.9:
             notes.append(f"Goal missed: our QPS is {r[5]:.2f}x faiss's at efSearch={r[0]} (goal >= 0.9x).")
-        if r[6] < 20:
-            notes.append(f"Goal missed: our QPS is {r[6]:.1f}x the flat scan at recall >= 0.95 (goal >= 20x).")
+        if ours[2] / flat_qps < 20:
+            notes.append(f"Goal missed: our QPS is {ours[2] / flat_qps:.1f}x the flat scan at recall >= 0.95 "
+                         "(goal >= 20x).")
     else:
         figures = {"glove_recall_at_10": max(r[1] for r in rows)}
         notes.append("Goal missed: no efSearch in the sweep reached recall@10 >= 0.95 for both indexes.")
