@@ -15,6 +15,7 @@ import pytest
 from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.models import Encoder
 from embedlab.models import onnx as onnx_backend
+from embedlab.models import onnx_export
 
 WORDS = ("the a dog cat house big small is runs on and of to hello world red blue green tree river "
          "walks sleeps under over near far old new").split()
@@ -223,7 +224,7 @@ def test_missing_onnxruntime_says_what_to_install(tiny, monkeypatch):
 def test_unsupported_architecture_is_refused(tmp_path):
     from transformers import GPT2Config, GPT2Model
 
-    from embedlab.models.onnx import _EXPORTABLE
+    from embedlab.models.onnx import EXPORTABLE_MODEL_TYPES
 
     tiny_bert = _tiny_bert(tmp_path / "tok")
     path = tmp_path / "gpt2"
@@ -231,7 +232,7 @@ def test_unsupported_architecture_is_refused(tmp_path):
     for f in tiny_bert.glob("*"):  # any tokenizer will do: the model type is refused first
         if "token" in f.name or f.name == "vocab.txt":
             (path / f.name).write_bytes(f.read_bytes())
-    assert "gpt2" not in _EXPORTABLE
+    assert "gpt2" not in EXPORTABLE_MODEL_TYPES
     with pytest.raises(UnsupportedError, match="supports model types .* got 'gpt2'. Use backend='torch'"):
         Encoder.load(path, backend="onnx", cache_dir=tmp_path / "cache")
     assert not any((tmp_path / "cache").glob("*/model.onnx"))
@@ -250,7 +251,7 @@ def test_exporter_failure_and_parity_failure_are_refused_not_cached(tmp_path, mo
         with pytest.raises(UnsupportedError, match="could not export the 'bert' model, got RuntimeError"):
             Encoder.load(model, backend="onnx", cache_dir=tmp_path / "cache")
     with monkeypatch.context() as m:
-        m.setattr(onnx_backend, "_PARITY_ATOL", -1.0)
+        m.setattr(onnx_export, "_PARITY_ATOL", -1.0)
         with pytest.raises(UnsupportedError, match="must match torch within"):
             Encoder.load(model, backend="onnx", cache_dir=tmp_path / "cache")
     assert not any((tmp_path / "cache").glob("*/model.onnx"))

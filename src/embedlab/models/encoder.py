@@ -332,7 +332,8 @@ class Encoder:
         return self._fingerprint
 
     def __repr__(self) -> str:
-        extra = "" if self.backend is Backend.TORCH else f", backend={self.backend.value!r}, precision={self.precision.value!r}"
+        extra = ("" if self.backend is Backend.TORCH
+                 else f", backend={self.backend.value!r}, precision={self.precision.value!r}")
         return (f"Encoder(source={self.source!r}, dim={self.dim}, layers={self.num_layers}, "
                 f"pooling={self.pooling.value!r}, max_length={self.max_length}{extra})")
 
