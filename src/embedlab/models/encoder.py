@@ -196,6 +196,10 @@ class Encoder:
 
     Build with :meth:`Encoder.load`. ``model`` (a ``transformers`` ``PreTrainedModel``) and
     ``tokenizer`` are public so training code can take gradients through :meth:`forward`.
+    ``Encoder.load(..., backend="onnx")`` returns the subclass
+    :class:`embedlab.models.onnx.OnnxEncoder` (no ``model``; same ``encode`` / ``encode_tokens``).
+    Subclasses run a batch through ``_embed_batch`` / ``_token_batch`` (int64 arrays ``[b, t]`` in,
+    float32 arrays out); batching, checks, truncation warnings and normalisation are shared.
     """
 
     def __init__(
