@@ -46,7 +46,7 @@ def plot_capacity(measured: dict[int, int], path, *, coef: Sequence[float] | Non
     ax.plot(grid, np.polyval(list(PAPER_CUBIC)[::-1], grid), "--", label="paper cubic fit")
     ax.set_xlabel("embedding dimension d")
     ax.set_ylabel("critical n (k = 2)")
-    ax.set_title(title or "Free-embedding capacity: largest n with all top-2 sets realisable")
+    ax.set_title(title or "Free-embedding capacity (Weller et al. 2025, fig. 2)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
