@@ -297,10 +297,11 @@ def test_planner_choices():
     n = 117_000
     assert planner.plan(hnsw, 10, n, 117, None, nq=1000).strategy == "exact"  # 0.1%
     assert planner.plan(hnsw, 10, n, 1170, None, nq=1).strategy == "exact"  # 1%
-    mid = planner.plan(hnsw, 10, n, 23_400, None, nq=1)  # 20%, one query: gathering 23k rows costs too much
-    assert mid.strategy == "filtered_ann" and mid.ef == 64
-    low = planner.plan(hnsw, 10, n, 11_700, None, nq=1)
-    assert low.strategy == "filtered_ann" and low.ef > 64  # efSearch raised as selectivity drops
+    assert planner.plan(hnsw, 10, n, 11_700, None, nq=1000).strategy == "exact"  # 10%: the shared gather pays
+    high = planner.plan(hnsw, 10, n, 46_800, None, nq=1)  # 40%
+    low = planner.plan(hnsw, 10, n, 23_400, None, nq=1)  # 20%, one query: gathering 23k rows costs too much
+    assert high.strategy == low.strategy == "filtered_ann"
+    assert 64 < high.ef < low.ef  # efSearch raised as selectivity drops
     post = planner.plan(hnsw, 10, n, 80_000, 32, nq=1)
     assert post.strategy == "post_filter" and post.candidates == 30 and post.ef == 32
     assert planner.plan(hnsw, 10, n, None, 50).as_dict()["strategy"] == "ann"

@@ -67,7 +67,7 @@ def check_vectors(vectors: Any, n: int, dim: int, owner: str, name: str = "vecto
                else f"Pass one row per {'query' if name == 'queries' else 'id'}.")
         raise InvalidInputError(f"{owner}: {name} must have shape ({n}, {dim}), got {arr.shape}. {fix}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(arr).all(axis=1)
+    finite = np.isfinite(arr.sum(axis=1, dtype=np.float64))  # a NaN or inf anywhere makes its row sum non-finite
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise InvalidInputError(f"{owner}: {name} must be finite, got NaN or inf in row {bad}. Drop or fix that row.")
@@ -78,10 +78,12 @@ def prepare_vectors(arr: np.ndarray, metric: str, owner: str, name: str = "vecto
     """Unit-normalise rows for cosine (a zero row has no direction and is rejected)."""
     if metric != "cosine":
         return arr
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))[:, None]
     if (norms == 0).any():
         bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
         raise InvalidInputError(f"{owner}: {name} must be non-zero for cosine, got an all-zero row {bad}.")
+    if np.abs(norms - 1).max() < 1e-6:  # already unit rows (an encoder's output): keep them as they are
+        return arr
     return (arr / norms).astype(np.float32)
 
 

@@ -125,11 +125,19 @@ class Column:
             vals = [v if v is not None else self.values.fill for v in values]
         self.values.data[rows] = np.asarray(vals, dtype=self.values.data.dtype)
 
+    @staticmethod
+    def _padded(g: _Growable, n: int) -> np.ndarray:
+        """``g``'s first ``n`` values (a view when it has them all, else padded with its fill)."""
+        if g.n >= n:
+            return g.data[:n]
+        out = np.full(n, g.fill, dtype=g.data.dtype)
+        out[: g.n] = g.view()
+        return out
+
     def mask(self, node: Filter, n: int, owner: str) -> np.ndarray:
-        present = np.zeros(n, dtype=bool)
-        present[: min(n, self.present.n)] = self.present.view()[:n]
+        present = self._padded(self.present, n)
         if isinstance(node, Exists):
-            return present
+            return present.copy()
         if isinstance(node, Contains):
             if self.ftype != "list[str]":
                 raise InvalidInputError(
@@ -145,8 +153,7 @@ class Column:
             raise InvalidInputError(
                 f"{owner}: filter on list[str] field {node.field!r} must use 'contains' or 'exists', got "
                 f"{type(node).__name__.lower()}. Write: {node.field} contains \"value\".")
-        vals = np.zeros(n, dtype=self.values.data.dtype)
-        vals[: min(n, self.values.n)] = self.values.view()[:n]
+        vals = self._padded(self.values, n)
         if isinstance(node, Range):
             if self.ftype not in ("int", "float"):
                 raise InvalidInputError(
