@@ -11,6 +11,7 @@ the whole WordNet corpus (recorded when the embedding cache was built; delete ``
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -99,7 +100,9 @@ def main() -> None:
          [f"encode speed, ours / sentence-transformers ({args.speed_docs} docs, batch {args.batch_size}, "
           f"{args.threads} threads, median of {args.rounds} alternating rounds)", sp["ratio"], ">= 1.0"],
          ["peak RSS encoding all 117,659 WordNet docs (GB)", figures["encode_peak_rss_gb"], "<= 2"]])
-    notes = []
+    load = os.getloadavg()[0]
+    notes = [f"1-minute load average at the end of the run: {load:.1f} on {os.cpu_count()} cores. On a shared "
+             "machine absolute texts/s are depressed; the ratio comes from alternating rounds in one process."]
     if sp["ratio"] < 1.0:
         notes.append(f"Encoding speed ratio {sp['ratio']:.3f} is below the 1.0 goal in this run "
                      f"(per-round ratios {', '.join(f'{r:.3f}' for r in sp['ratios'])}).")
