@@ -40,7 +40,7 @@ def run_demo(*, model: str | None = None, limit_small: Path | None = None, fmt="
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Single-vector retrieval on LIMIT-style data — {Path(encoder.source).name}, d={encoder.dim}")
+    table = Table(title=f"Single-vector retrieval on LIMIT-style data — {model or 'all-MiniLM-L6-v2'}, d={encoder.dim}")
     table.add_column("data set")
     for k in K_VALUES:
         table.add_column(f"recall@{k}", justify="right")

@@ -127,9 +127,17 @@ def test_bad_parameters(params, error, message, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_codec_without_an_index_defaults_to_the_code_scan(tmp_path, rng):
+    x = rng.standard_normal((30, D)).astype(np.float32)
+    with Collection.create(tmp_path / "c", dim=D, codec="binary", rescore="float32") as col:
+        col.add(list(range(30)), x)
+        hits = col.search(x[:3], k=1)
+    assert [row[0] for row in hits.ids] == [0, 1, 2]
+
+
 def test_codec_needs_flat_index_and_inner_product(tmp_path):
     with pytest.raises(UnsupportedError, match=r"Collection.create: codec= needs index='flat' .* got index='hnsw'"):
-        Collection.create(tmp_path / "c", dim=D, codec="binary")
+        Collection.create(tmp_path / "c", dim=D, index="hnsw", codec="binary")
     with pytest.raises(UnsupportedError, match=r"Collection.create: metric must be 'cosine' or 'ip' with codec=, got 'l2'"):
         Collection.create(tmp_path / "c", dim=D, index="flat", metric="l2", codec="binary")
     assert not (tmp_path / "c").exists()

@@ -62,14 +62,15 @@ class Collection:
             raise
 
     @classmethod
-    def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str = "hnsw",
+    def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str | None = None,
                encoder: Any = None, schema: dict[str, str] | None = None, multivector: Any = False,
                **index_params: Any) -> "Collection":
         """Create an empty collection folder at ``path`` (which must not exist or be an empty folder).
 
         ``dim``: vector width; ``metric``: ``cosine`` (rows unit-normalised on the way in), ``ip`` or ``l2``;
         ``index``: ``flat`` | ``hnsw`` (``M=16, ef_construction=128, ef_search=64``) | ``ivf`` (``nlist=None``
-        (auto), ``nprobe=16``, ``train_size``); ``encoder``: a model name/folder or an ``Encoder`` — stored in the
+        (auto), ``nprobe=16``, ``train_size``); ``None`` means ``hnsw``, or ``flat`` when ``codec=`` is given
+        (compressed collections scan their in-RAM codes, then rescore; see :mod:`embedlab.index.compressed`); ``encoder``: a model name/folder or an ``Encoder`` — stored in the
         manifest so ``texts=`` can be added and searched; ``schema``: ``{field: "str"|"int"|"float"|"bool"|"list[str]"}``
         (undeclared fields are typed by their first value); ``multivector``: ``True`` or an options dict to store
         :class:`~embedlab.types.MultiVectors` (searched through fixed-dimensional encodings, re-ranked by exact
@@ -77,6 +78,8 @@ class Collection:
         """
         owner = "Collection.create"
         folder = Path(path)
+        if index is None:
+            index = "flat" if index_params.get("codec") is not None else "hnsw"
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidInputError(f"{owner}: dim must be a positive int, got {dim!r}.")
         if metric not in METRICS:
