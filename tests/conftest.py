@@ -24,6 +24,17 @@ def encoder():
     return Encoder.load()
 
 
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """faiss's OpenMP k-means is ~10x slower with 2 threads on a busy 2-core machine: use one, then restore."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

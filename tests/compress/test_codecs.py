@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pytest
 
@@ -15,13 +14,7 @@ SPECS = ["float32", "float16", "int8", "int8:calibration=percentile", "int4", "b
 D = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    # faiss's OpenMP k-means is ~10x slower with 2 threads on a busy 2-core machine
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def clustered(rng: np.random.Generator, n: int, d: int = D, clusters: int = 100) -> np.ndarray:
