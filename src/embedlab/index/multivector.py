@@ -177,16 +177,22 @@ def maxsim_search(
     return scores, positions
 
 
-def _check_allowed(allowed, n: int, owner: str) -> np.ndarray | None:
+def check_allowed_mask(allowed, n: int, owner: str) -> np.ndarray | None:
+    """``allowed`` checked as a bool ``[n]`` mask (True: the document may be returned), or ``None``."""
     if allowed is None:
         return None
-    allowed = np.asarray(allowed)
-    if allowed.dtype != np.bool_ or allowed.shape != (n,):
+    mask = np.asarray(allowed)
+    if mask.dtype != np.bool_ or mask.shape != (n,):
         raise InvalidInputError(
-            f"{owner}: allowed must be a bool array of shape ({n},), got {allowed.dtype} {allowed.shape}. "
+            f"{owner}: allowed must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}. "
             "Pass one flag per document, True where the document may be returned."
         )
-    return np.flatnonzero(allowed)
+    return mask
+
+
+def _check_allowed(allowed, n: int, owner: str) -> np.ndarray | None:
+    mask = check_allowed_mask(allowed, n, owner)
+    return None if mask is None else np.flatnonzero(mask)
 
 
 def maxsim_rerank(

@@ -19,7 +19,8 @@ import faiss
 import numpy as np
 
 from embedlab.errors import DataFormatError, InvalidInputError
-from embedlab.index.multivector import _check_k, _topk, check_multivectors, maxsim_rerank, maxsim_search
+from embedlab.index.multivector import (_check_k, _topk, check_allowed_mask, check_multivectors, maxsim_rerank,
+                                        maxsim_search)
 from embedlab.index.muvera import Muvera
 from embedlab.types import Hits, MultiVectors, ProgressCallback, report_progress
 
@@ -203,7 +204,7 @@ class MuveraIndex:
         if ef_search is not None:
             _positive(ef_search, "MuveraIndex.search", "ef_search")
         check_multivectors(queries, "MuveraIndex.search", "queries", dim=self.dim, role="queries")
-        mask = _check_mask(allowed, len(self))
+        mask = check_allowed_mask(allowed, len(self), "MuveraIndex.search")
         n_allowed = len(self) if mask is None else int(mask.sum())
         if n_allowed == 0:
             empty = (np.full((len(queries), k), -1, dtype=np.int64), np.full((len(queries), k), -np.inf, np.float32))
@@ -240,7 +241,7 @@ class MuveraIndex:
     def search_exact(self, queries: MultiVectors, k: int = 10, *, allowed: np.ndarray | None = None) -> Hits:
         """Brute-force top-``k`` by exact Chamfer / MaxSim over every (allowed) document: the ground truth."""
         check_multivectors(queries, "MuveraIndex.search_exact", "queries", dim=self.dim, role="queries")
-        mask = _check_mask(allowed, len(self))
+        mask = check_allowed_mask(allowed, len(self), "MuveraIndex.search_exact")
         if len(self) == 0:
             k = _check_k(k, "MuveraIndex.search_exact")
             return Hits(np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, np.float32))
@@ -319,15 +320,3 @@ def _positive(value, owner: str, name: str) -> None:
 def _choice(value, choices: tuple, owner: str, name: str) -> None:
     if value not in choices:
         raise InvalidInputError(f"{owner}: {name} must be one of {list(choices)}, got {value!r}.")
-
-
-def _check_mask(allowed, n: int) -> np.ndarray | None:
-    if allowed is None:
-        return None
-    mask = np.asarray(allowed)
-    if mask.dtype != np.bool_ or mask.shape != (n,):
-        raise InvalidInputError(
-            f"MuveraIndex.search: allowed must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}. "
-            "Pass one flag per stored document."
-        )
-    return mask
