@@ -372,15 +372,10 @@ def limit_eval(
         emit({"data": str(data), "split": split, "results": rows}, fmt)
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"LIMIT recall (%): {data.name} {split}")
-    table.add_column("method")
-    for cut in ks:
-        table.add_column(f"recall@{cut}", justify="right")
-    for method, values in rows.items():
-        table.add_row(method, *(f"{100 * values[f'recall@{cut}']:.1f}" for cut in ks))
-    Console().print(table)
+    from embedlab.demo import recall_table
+
+    Console().print(recall_table(f"LIMIT recall (%): {data.name} {split}", "method", rows, ks))
 
 
 @app.command()

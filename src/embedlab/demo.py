@@ -38,23 +38,14 @@ def run_demo(*, model: str | None = None, limit_small: Path | None = None, fmt="
                           "methods": {"data": methods_on.path.name, "results": methods}}))
         return rows
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"Single-vector retrieval on LIMIT-style data — {model or 'all-MiniLM-L6-v2'}, d={encoder.dim}")
-    table.add_column("data set")
-    for k in K_VALUES:
-        table.add_column(f"recall@{k}", justify="right")
-    for name, values in rows.items():
-        table.add_row(name, *(f"{100 * values[f'recall@{k}']:.1f}" for k in K_VALUES))
     console = Console()
-    console.print(table)
-    methods_table = Table(title=f"Retrievers on {methods_on.path.name}: dense by dimension, BM25, hybrid, multi-vector")
-    methods_table.add_column("method")
-    for k in K_VALUES:
-        methods_table.add_column(f"recall@{k}", justify="right")
-    for name, values in methods.items():
-        methods_table.add_row(name, *(f"{100 * values[f'recall@{k}']:.1f}" for k in K_VALUES))
-    console.print(methods_table)
+    console.print(recall_table(
+        f"Single-vector retrieval on LIMIT-style data — {model or 'all-MiniLM-L6-v2'}, d={encoder.dim}",
+        "data set", rows, K_VALUES))
+    console.print(recall_table(
+        f"Retrievers on {methods_on.path.name}: dense by dimension, BM25, hybrid, multi-vector",
+        "method", methods, K_VALUES))
     console.print("Each query has exactly 2 relevant documents; BM25 reaches ~97.8 recall@2 on LIMIT-small "
                   "(Weller et al. 2025), single-vector embedders stay far below.")
     return rows
@@ -63,3 +54,16 @@ def run_demo(*, model: str | None = None, limit_small: Path | None = None, fmt="
 def _recalls(encoder: Encoder, dataset) -> dict[str, float]:
     metrics = evaluate_retrieval(encoder, dataset, split="test", k_values=K_VALUES)
     return {f"recall@{k}": metrics[f"recall@{k}"] for k in K_VALUES}
+
+
+def recall_table(title: str, label: str, rows: dict[str, dict[str, float]], ks):
+    """A rich table of recall@k in percent: one row per ``rows`` key, one column per cut-off."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column(label)
+    for k in ks:
+        table.add_column(f"recall@{k}", justify="right")
+    for name, values in rows.items():
+        table.add_row(name, *(f"{100 * values[f'recall@{k}']:.1f}" for k in ks))
+    return table
