@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from embedlab.errors import InvalidInputError
+from embedlab.models import torch_threads
 from embedlab.types import ProgressCallback, report_progress
 
 DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes for the [seeds, m, n] score buffers
@@ -68,20 +68,10 @@ class CriticalN:
     seconds: float
 
 
-@contextmanager
-def _torch_threads(threads: int | None):
-    """Temporarily set torch's intra-op thread count (restored afterwards: no global side effect)."""
-    if threads is None:
-        yield
-        return
-    if not isinstance(threads, int) or threads < 1:
+def _check_threads(threads: int | None) -> int | None:
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InvalidInputError(f"capacity: threads must be a positive int or None, got {threads!r}.")
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    return threads
 
 
 def _as_relevance(relevant, n_docs: int, owner: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,7 +144,7 @@ def optimize_free_embeddings(
     q_idx, d_idx, sizes = _as_relevance(relevant, n_docs, owner)
     m, n, s = len(sizes), int(n_docs), len(seeds)
     _check_memory(m, n, dim, s, memory_limit, owner)
-    with _torch_threads(threads), torch.no_grad():
+    with torch_threads(_check_threads(threads)), torch.no_grad():
         return _optimize(q_idx, d_idx, sizes, n, int(dim), tuple(int(x) for x in seeds), temperature, lr, patience,
                          min_delta, max_steps, check_every, progress)
 

@@ -76,7 +76,7 @@ def default_threads() -> int:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
+def torch_threads(threads: int | None) -> Iterator[None]:
     """Run the block with ``threads`` intra-op torch threads, then restore the process setting."""
     if threads is None or threads == torch.get_num_threads():
         yield
@@ -388,7 +388,7 @@ class Encoder:
         width = self._check_dim(dim)
         layer = self._check_layers(layers, "encode")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             for rows, features in self._batches(texts, batch_size, max_tokens, show_progress, progress):
                 out[rows] = self._embed_batch(features, layer)
         out = out[:, :width]
@@ -422,7 +422,7 @@ class Encoder:
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise InvalidInputError(f"Encoder.encode_tokens: dtype must be float32 or float16, got {dtype}.")
         pieces: list[np.ndarray | None] = [None] * len(texts)
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             for rows, features in self._batches(texts, batch_size, max_tokens, show_progress, progress,
                                                 special_mask=True):
                 hidden = self._token_batch(features, layer)[..., :width]
