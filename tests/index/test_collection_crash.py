@@ -107,10 +107,13 @@ def check_usable(col):
     n = col.count()
     x = np.random.default_rng(0).normal(size=(5000, DIM)).astype(np.float32)
     some = sorted(col._row_of)[:5]
-    for i in some:  # every stored vector finds itself
-        b, j = map(int, i[1:].split("-"))
-        start = b * 40 % 4960
-        assert col.search(x[start + j : start + j + 1], 1).ids[0, 0] == i
+    def row(name):  # the row of x that batch b's j-th vector was copied from (batches reuse rows every 124)
+        b, j = map(int, name[1:].split("-"))
+        return b * 40 % 4960 + j
+
+    for i in some:  # every stored vector finds itself, or an identical copy of itself from a later batch
+        hits = col.search(x[row(i) : row(i) + 1], 1)
+        assert row(hits.ids[0, 0]) == row(i) and hits.scores[0, 0] == pytest.approx(1.0, abs=1e-5)
     col.add(["after"], x[:1], metadata=[{"b": -1}])
     assert col.count() == n + 1
     assert col.search(x[:1], 3, filter="b == -1").ids[0, 0] == "after"
