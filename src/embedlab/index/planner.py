@@ -23,10 +23,10 @@ strategy, that query is answered exactly (its strategy reads ``<name>+exact``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
 from embedlab.index.backends import Selection, VectorIndex
@@ -40,7 +40,6 @@ POST_FILTER_MIN = 0.5  # selectivity above which post-filtering replaces the sel
 OVERSAMPLE = 2.0  # post-filter candidates = OVERSAMPLE * k / s
 MAX_EF = 4096
 GATHER_ROWS = 65536  # exact scan in row chunks, to bound memory
-SMALL_WORK = 4_000_000  # query x row pairs below which the exact product runs on one thread
 
 
 @dataclass(frozen=True)
@@ -128,58 +127,34 @@ def _first_k(scores: np.ndarray, rows: np.ndarray, ok: np.ndarray, k: int) -> tu
     return out_s, out_r
 
 
-_BLAS_LIBS = None
-
-
-@contextlib.contextmanager
-def _single_thread():
-    """Run BLAS on one thread for small products: on busy cores its thread pool only contends (measured: 300
-    queries x 146 rows took 24 ms threaded, 0.7 ms on one thread). Restores the previous counts."""
-    global _BLAS_LIBS
-    if _BLAS_LIBS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_LIBS = ThreadpoolController().select(user_api="blas").lib_controllers
-    before = [lib.num_threads for lib in _BLAS_LIBS]
-    for lib in _BLAS_LIBS:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(_BLAS_LIBS, before):
-            lib.set_num_threads(n)
-
-
-def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns per row of float32 ``scores [nq, m]`` (``k <= m``): partition, then sort only those."""
+def _topk(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of float32 ``scores [nq, m]`` (``k <= m``) with their ``rows``, best first."""
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
         np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     top_s = np.take_along_axis(scores, top, axis=1)
     order = np.argsort(-top_s, axis=1, kind="stable")
-    return np.take_along_axis(top_s, order, axis=1), np.take_along_axis(top, order, axis=1)
+    return np.take_along_axis(top_s, order, axis=1), np.take_along_axis(np.take_along_axis(rows, top, axis=1), order, axis=1)
 
 
 def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` among ``vectors[rows]``: gathered in chunks of :data:`GATHER_ROWS`, one BLAS product per
-    chunk (``queries`` are prepared: unit rows for cosine); returns stored rows, best first, ``-inf`` / ``-1``
+    """Exact top-``k`` among ``vectors[rows]``: gathered in chunks of :data:`GATHER_ROWS` and scored by
+    ``faiss.knn`` (blocked BLAS with a fused top-k: 1.4-2x faster than a numpy product plus ``argpartition`` on
+    2 cores); ``queries`` are prepared (unit rows for cosine). Returns stored rows, best first, ``-inf`` / ``-1``
     padded. Scores: inner product, or minus squared L2."""
     nq = len(queries)
     best_s = np.full((nq, k), -np.inf, dtype=np.float32)
     best_r = np.full((nq, k), -1, dtype=np.int64)
-    q_sq = (queries * queries).sum(1)[:, None] if metric == "l2" else None
-    with _single_thread() if nq * len(rows) < SMALL_WORK else contextlib.nullcontext():
-        for start in range(0, len(rows), GATHER_ROWS):
-            chunk = rows[start : start + GATHER_ROWS]
-            sub = np.asarray(vectors[chunk], dtype=np.float32)
-            scores = queries @ sub.T
-            if q_sq is not None:
-                scores = 2 * scores - (sub * sub).sum(1)[None, :] - q_sq
-            s, pos = _topk(scores, min(k, len(chunk)))
-            if start == 0:
-                best_s[:, : s.shape[1]], best_r[:, : s.shape[1]] = s, chunk[pos]
-                continue
-            all_s = np.concatenate([best_s, s], 1)
-            all_r = np.concatenate([best_r, chunk[pos]], 1)
-            best_s, idx = _topk(all_s, k)
-            best_r = np.take_along_axis(all_r, idx, axis=1)
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    for start in range(0, len(rows), GATHER_ROWS):
+        chunk = rows[start : start + GATHER_ROWS]
+        sub = np.ascontiguousarray(vectors[chunk], dtype=np.float32)
+        kk = min(k, len(chunk))
+        s, pos = faiss.knn(queries, sub, kk, metric=faiss_metric)
+        s = -s if metric == "l2" else s
+        r = np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
+        if start == 0:
+            best_s[:, :kk], best_r[:, :kk] = s, r
+        else:
+            best_s, best_r = _topk(np.concatenate([best_s, s], 1), np.concatenate([best_r, r], 1), k)
     return best_s, best_r
