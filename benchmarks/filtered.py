@@ -4,7 +4,7 @@ collection's insert throughput, reopen time, and disk / RAM per vector.
 Filters on the corpus's real metadata (pos, domain, n_lemmas, n_examples) at selectivities ~0.1%, 1%, 10%, 50%;
 queries are the test split's (the first ``--nq``). Ground truth is the exact top-10 among the allowed documents.
 Baselines, all called on raw faiss / numpy and handed the allowed-row bitmap for free (ours computes it from the
-filter inside the timed call):
+filter inside the timed call; a second ratio times the best baseline with the filter's parse and evaluation added):
 
 - exact: gather the allowed vectors and score them with ``faiss.knn`` (BLAS);
 - hnsw+selector: faiss HNSW (the collection's own graph) with ``IDSelectorBitmap`` at fixed efSearch = 64;
@@ -139,17 +139,22 @@ def main() -> None:
             found = np.vectorize(lambda i: -1 if i is None else col._row_of[i], otypes=[np.int64])(hits.ids)
             strategies = sorted(set(hits.strategy))
             results["ours"] = (recall(found, truth), len(q) / secs)
-            for name, fn in (("exact", lambda: exact_subset(x, q, mask)),
-                             ("hnsw+selector", lambda: hnsw_selector(graph, q, mask)),
-                             ("post-filter x10", lambda: hnsw_postfilter(graph, q, mask))):
-                secs, found = timed(fn, args.repeats)
+            baselines = (("exact", lambda q_, m_: exact_subset(x, q_, m_)), ("hnsw+selector", lambda q_, m_: hnsw_selector(graph, q_, m_)),
+                         ("post-filter x10", lambda q_, m_: hnsw_postfilter(graph, q_, m_)))
+            paid = {}  # the same baselines, also paying for parsing and evaluating the filter into their bitmap
+            for name, fn in baselines:
+                secs, found = timed(lambda: fn(q, mask), args.repeats)
                 results[name] = (recall(found, truth), len(q) / secs)
+                secs, _ = timed(lambda: fn(q, col._meta.evaluate(Filter.parse(text), len(x), "bench")), args.repeats)
+                paid[name] = len(q) / secs
             ok = {n: v for n, v in results.items() if n != "ours" and v[0] >= 0.95}
             best = max(ok, key=lambda n: ok[n][1]) if ok else None
             ratio = results["ours"][1] / ok[best][1] if best else float("nan")
-            per_sel.append((label, sel, results, best, ratio, strategies))
+            ratio_paid = results["ours"][1] / paid[best] if best else float("nan")
+            per_sel.append((label, sel, results, best, ratio, strategies, ratio_paid))
             rows.append([label, f"{sel:.4%}", int(mask.sum()), text, ", ".join(strategies),
-                         *[f"{results[n][0]:.3f} / {results[n][1]:,.0f}" for n in results], best or "none", ratio])
+                         *[f"{results[n][0]:.3f} / {results[n][1]:,.0f}" for n in results], best or "none", ratio,
+                         ratio_paid])
             print(rows[-1])
         col.close()
     finally:
@@ -158,7 +163,8 @@ def main() -> None:
     table = print_table(
         f"WordNet-BEIR filtered search, k=10, {len(q)} test queries per call: recall@10 / QPS",
         ["target", "selectivity", "allowed", "filter", "our strategy", "ours", "exact subset", "hnsw+selector ef=64",
-         "post-filter x10", "best baseline >= 0.95", "QPS ours/best"], rows)
+         "post-filter x10", "best baseline >= 0.95", "QPS ours/best", "QPS ours/best (best also evaluates the filter)"],
+        rows)
     min_recall = min(r[2]["ours"][0] for r in per_sel)
     ratios = [r[4] for r in per_sel if r[3] is not None]
     figures = {
@@ -166,6 +172,8 @@ def main() -> None:
         "filtered_min_qps_ratio_vs_best_baseline": min(ratios) if ratios else float("nan"),
         **{f"filtered_recall_at_10_{r[0]}": r[2]["ours"][0] for r in per_sel},
         **{f"filtered_qps_ratio_{r[0]}": r[4] for r in per_sel},
+        "filtered_min_qps_ratio_vs_best_baseline_evaluating_filter": min(r[6] for r in per_sel if r[3] is not None)
+        if ratios else float("nan"),
         "insert_vectors_per_s": len(x) / insert_s,
         "reopen_seconds": reopen_s,
         "disk_bytes_per_vector": disk / len(x),
@@ -183,10 +191,11 @@ def main() -> None:
     ]
     if min_recall < 0.95:
         notes.append(f"Goal missed: our minimum recall@10 is {min_recall:.3f} (goal >= 0.95).")
-    for label, sel, results, best, ratio, _ in per_sel:
+    for label, sel, results, best, ratio, _, ratio_paid in per_sel:
         if best is not None and ratio < 1.0:
             notes.append(f"At {label} our planner reached {ratio:.2f}x the QPS of the best baseline reaching 0.95 "
-                         f"({best}); goal >= 1x.")
+                         f"({best}); goal >= 1x. When that baseline also turns the filter string into its bitmap "
+                         f"(parse + evaluate over the metadata columns) the ratio is {ratio_paid:.2f}x.")
     write_part("filtered", figures, [table], notes)
 
 

@@ -440,8 +440,8 @@ class Collection:
             if self._layer is not None:
                 scores, rows = self._layer.rerank(q_payload, rows, k)
                 strategy = [s + "+rerank" for s in strategy]
-            ids = np.where(rows >= 0, self._ids.data[np.maximum(rows, 0)], None).astype(object) if rows.size else \
-                np.empty(rows.shape, dtype=object)
+            ids = self._ids.data[np.maximum(rows, 0)].astype(object, copy=False)  # fancy indexing: a new array
+            ids[rows < 0] = None
             return Hits(ids, scores, tuple(strategy))
 
     def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None, nq: int = 1) -> dict:

@@ -67,9 +67,8 @@ def check_vectors(vectors: Any, n: int, dim: int, owner: str, name: str = "vecto
                else f"Pass one row per {'query' if name == 'queries' else 'id'}.")
         raise InvalidInputError(f"{owner}: {name} must have shape ({n}, {dim}), got {arr.shape}. {fix}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(arr.sum(axis=1, dtype=np.float64))  # a NaN or inf anywhere makes its row sum non-finite
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         raise InvalidInputError(f"{owner}: {name} must be finite, got NaN or inf in row {bad}. Drop or fix that row.")
     return arr
 
@@ -78,7 +77,12 @@ def prepare_vectors(arr: np.ndarray, metric: str, owner: str, name: str = "vecto
     """Unit-normalise rows for cosine (a zero row has no direction and is rejected)."""
     if metric != "cosine":
         return arr
-    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))[:, None]
+    sq = np.einsum("ij,ij->i", arr, arr)  # float32: 5x faster than float64 on a query batch ...
+    odd = ~((sq > 0) & (sq < np.inf))
+    if odd.any():  # ... redone in float64 where it under- or overflowed (or the row is truly zero)
+        sq = sq.astype(np.float64)
+        sq[odd] = np.einsum("ij,ij->i", arr[odd], arr[odd], dtype=np.float64)
+    norms = np.sqrt(sq)[:, None]
     if (norms == 0).any():
         bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
         raise InvalidInputError(f"{owner}: {name} must be non-zero for cosine, got an all-zero row {bad}.")
