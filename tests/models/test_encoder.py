@@ -157,6 +157,14 @@ def test_folder_that_is_not_a_model(tmp_path):
         Encoder.load(tmp_path)
 
 
+@pytest.mark.parametrize("backend, message", [("torch", "must hold the transformers weights and a tokenizer, got an"),
+                                               ("onnx", "must hold transformers weights, got an error loading them")])
+def test_folder_with_a_config_but_no_weights(tmp_path, backend, message):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelNotFoundError, match=message):
+        Encoder.load(tmp_path, backend=backend)
+
+
 def test_unsupported_sentence_transformers_module(tmp_path):
     (tmp_path / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

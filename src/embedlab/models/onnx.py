@@ -40,8 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedlab.errors import InvalidInputError, ModelNotFoundError, UnsupportedError
-from embedlab.models.encoder import Backend, Encoder, Precision, _resolve_max_length, default_threads
+from embedlab.errors import InvalidInputError, UnsupportedError
+from embedlab.models.encoder import Backend, Encoder, Precision, default_threads
+from embedlab.models.folder import load_pretrained, resolve_max_length
 from embedlab.models.onnx_export import (
     EXPORTABLE_MODEL_TYPES,
     check_build,
@@ -251,17 +252,10 @@ def load_onnx_encoder(path: Path, folder_config, *, pooling: Pooling, max_length
                       threads: int | None, cache_dir: str | os.PathLike | None) -> OnnxEncoder:
     """Build (or reuse) the ONNX export of the model folder ``path`` and wrap it in an :class:`OnnxEncoder`."""
     import_onnxruntime()
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder_config.backbone), local_files_only=True)
-        config = AutoConfig.from_pretrained(str(folder_config.backbone), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"Encoder.load: {str(folder_config.backbone)!r} must hold a transformers config and a tokenizer, "
-            f"got an error loading them: {exc}"
-        ) from None
-    length = _resolve_max_length(max_length, config, tokenizer, folder_config)
+    tokenizer, config = load_pretrained(folder_config.backbone, "config", AutoConfig)
+    length = resolve_max_length(max_length, config, tokenizer, folder_config)
     onnx_path, manifest = cached_model(path, folder_config.backbone, tokenizer, pooling, precision,
                                        max_length=length, cache_dir=cache_dir)
     return OnnxEncoder(onnx_path, manifest, tokenizer, config=config, pooling=pooling,
