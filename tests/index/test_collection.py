@@ -114,6 +114,16 @@ def test_k_larger_than_matches_pads_with_none_and_minus_inf(filled, data):
     assert all(v is None for v in none.ids.ravel())
 
 
+def test_stats_count_live_items_and_size_the_index(filled):
+    stats = filled.stats()
+    files = sum(p.stat().st_size for p in filled.path.rglob("*") if p.is_file())
+    assert stats["count"] == filled.count() and stats["rows"] >= stats["count"] and stats["dim"] == D
+    assert stats["disk_bytes"] == files and stats["disk_bytes_per_vector"] == pytest.approx(files / stats["count"])
+    assert stats["index"] == filled.index_kind and stats["index_params"] == filled.index_params
+    extra = {"flat": (0, 0), "hnsw": (4 * 12, 4 * 12 * 3), "ivf": (8, 8 + 4 * D * 16 / 600)}[filled.index_kind]
+    assert 4 * D + extra[0] <= stats["ram_bytes_per_vector"] <= 4 * D + extra[1]  # rows + links / list ids
+
+
 def test_get_returns_vector_metadata(filled, data):
     x, _ = data
     (item,) = filled.get(["d5"])

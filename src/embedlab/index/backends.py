@@ -58,6 +58,9 @@ class VectorIndex(Protocol):
     def write(self, path: Path) -> bool:
         """Serialise to ``path``; return ``False`` when there is nothing worth storing (rebuilt from vectors)."""
 
+    def ram_bytes_per_vector(self) -> float:
+        """Bytes per row the index itself holds in RAM (vectors or codes, links, list ids, amortised centroids)."""
+
 
 VectorSource = Callable[[], np.ndarray]
 """Returns the collection's stored vectors, float32 ``[n, d]`` (a read-only memory map, prepared rows), for an
@@ -198,6 +201,9 @@ class _FaissIndex:
     def _params(self, allowed: Selection | None, ef: int | None, k: int):
         return faiss.SearchParameters(sel=allowed.selector) if allowed is not None else None
 
+    def ram_bytes_per_vector(self) -> float:
+        return 4.0 * self.index.d  # IndexFlat: one float32 row each
+
     def search(self, queries, k, *, allowed=None, ef=None):
         params = self._params(allowed, ef, k)
         d, i = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
@@ -232,6 +238,10 @@ class HNSWIndex(_FaissIndex):
     def _params(self, allowed, ef, k):
         return faiss.SearchParametersHNSW(efSearch=max(int(ef or self.default_ef), k),
                                           sel=allowed.selector if allowed is not None else None)
+
+    def ram_bytes_per_vector(self) -> float:
+        hnsw, n = self.index.hnsw, max(self.ntotal, 1)  # float32 rows + int32 links, levels + int64 offsets
+        return 4.0 * self.index.d + (4 * hnsw.neighbors.size() + 4 * hnsw.levels.size() + 8 * hnsw.offsets.size()) / n
 
 
 class IVFIndex(_FaissIndex):
@@ -269,6 +279,12 @@ class IVFIndex(_FaissIndex):
 
     def write(self, path: Path) -> bool:
         return self.trained and super().write(path)
+
+    def ram_bytes_per_vector(self) -> float:
+        if not self.trained:
+            return super().ram_bytes_per_vector()
+        n = max(self.ntotal, 1)  # float32 row + int64 list id each, plus the centroids spread over the rows
+        return 4.0 * self.dim + 8 + 4.0 * self.dim * self.index.nlist / n
 
 
 def _flat_params(params: dict, owner: str) -> dict:

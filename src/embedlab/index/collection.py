@@ -6,6 +6,7 @@ filtered query is answered, and :mod:`embedlab.index.filters` for the filter lan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -400,6 +401,22 @@ class Collection:
         with self._mutex:
             self._begin("Collection.count")
             return len(self._row_of)
+
+    def stats(self) -> dict:
+        """Sizes: ``count`` live items and ``rows`` stored (deleted rows stay until :meth:`compact`); ``disk_bytes``
+        (every file in the folder) and ``disk_bytes_per_vector`` per live item; ``ram_bytes_per_vector``, what the
+        search index holds in memory per row (float rows or codes, graph links, list ids, amortised centroids; the
+        float32 vectors file is memory-mapped and paged by the OS, so it is not counted); ``index``, ``index_params``."""
+        with self._mutex:
+            self._begin("Collection.stats")
+            count, disk = len(self._row_of), 0
+            for p in self.path.rglob("*"):
+                with contextlib.suppress(FileNotFoundError):  # a stale file another process is removing
+                    disk += p.stat().st_size if p.is_file() else 0
+            return {"count": count, "rows": self._n, "dim": self.dim, "metric": self.metric, "index": self.index_kind,
+                    "index_params": dict(self.index_params), "disk_bytes": disk,
+                    "disk_bytes_per_vector": disk / count if count else 0.0,
+                    "ram_bytes_per_vector": float(self._index.ram_bytes_per_vector())}
 
     def get(self, ids: Any) -> list[dict]:
         """``[{"id", "vector" (float32 [dim], as stored: unit rows for cosine), "metadata", "text"}]`` per id;

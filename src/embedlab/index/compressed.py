@@ -151,13 +151,9 @@ class CompressedIndex:
         return scores, rows
 
     # ------------------------------------------------------------------ sizes
-    def ram_bytes_per_vector(self) -> int:
+    def ram_bytes_per_vector(self) -> float:
         """Bytes per row this index keeps in RAM (the codes; float rows until the codec is trained)."""
-        return self.codec.bytes_per_vector if self.trained else 4 * self.dim
-
-    def disk_bytes_per_vector(self) -> int:
-        """Bytes per row on disk: the collection's float32 row plus the codes in the index checkpoint."""
-        return 4 * self.dim + (self.codec.bytes_per_vector if self.trained else 0)
+        return float(self.codec.bytes_per_vector if self.trained else 4 * self.dim)
 
     # ------------------------------------------------------------------ persistence
     def write(self, path: Path) -> bool:
