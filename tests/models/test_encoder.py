@@ -74,6 +74,30 @@ def test_layers_pools_an_intermediate_hidden_state(encoder):
     assert not np.allclose(out, encoder.encode(text, normalize=False), atol=1e-3)
 
 
+@pytest.mark.parametrize("layer", [1, 3])
+def test_an_earlier_layer_stops_the_forward_pass_there_and_keeps_gradients(encoder, layer):
+    import torch
+
+    blocks = encoder.model.encoder.layer
+    ran = []
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(blocks)]
+    try:
+        features = encoder.tokenize(["a pass that ends early", "two texts of different lengths here"])
+        pooled = encoder.forward(features, layers=layer)
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == list(range(layer))  # blocks past `layer` never ran
+    pooled.sum().backward()
+    assert encoder.model.embeddings.word_embeddings.weight.grad is not None
+    encoder.model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        full = encoder.model(**features, output_hidden_states=True).hidden_states[layer]
+        mask = features["attention_mask"].unsqueeze(-1).float()
+        expected = (full * mask).sum(1) / mask.sum(1)
+    np.testing.assert_allclose(pooled.detach().numpy(), expected.numpy(), atol=1e-5)
+
+
 def test_prompt_is_prepended(encoder):
     np.testing.assert_allclose(encoder.encode(["cats"], prompt="query: "), encoder.encode(["query: cats"]), atol=1e-6)
 

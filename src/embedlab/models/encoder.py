@@ -78,6 +78,25 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class _StopForward(Exception):
+    """Raised by a forward hook to end the pass early, carrying that block's output ``[b, t, d]``."""
+
+    def __init__(self, hidden: torch.Tensor) -> None:
+        super().__init__("stop")
+        self.hidden = hidden
+
+
+def _transformer_blocks(model: torch.nn.Module, n: int) -> torch.nn.ModuleList | None:
+    """The ``n`` stacked blocks (``encoder.layer`` for BERT-like models, ``layers`` or ``h`` for decoders), or None."""
+    for path in ("encoder.layer", "layers", "h", "transformer.h", "model.layers"):
+        obj: object = model
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) == n:
+            return obj
+    return None
+
+
 class Encoder:
     """Text -> float32 vectors with a transformers backbone and our pooling.
 
@@ -236,10 +255,26 @@ class Encoder:
         return pool(hidden, features["attention_mask"], self.pooling)
 
     def _hidden(self, features: dict[str, torch.Tensor], layer: int | None) -> torch.Tensor:
+        """Token states ``[b, t, d]`` after layer ``layer`` (``None``: the last). An earlier layer stops the
+        forward pass there (a hook on that block raises with its output), so layer ``L`` costs ``L`` blocks."""
         inputs = {k: v for k, v in features.items() if k != "special_tokens_mask"}
         if layer is None or layer == self.num_layers:
             return self.model(**inputs).last_hidden_state
-        return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+        blocks = _transformer_blocks(self.model, self.num_layers)
+        if blocks is None:  # an architecture whose blocks we cannot find: run every layer
+            return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+
+        def stop(module, args, output):
+            raise _StopForward(output[0] if isinstance(output, tuple) else output)
+
+        handle = blocks[layer - 1].register_forward_hook(stop)
+        try:
+            self.model(**inputs)
+        except _StopForward as done:
+            return done.hidden
+        finally:
+            handle.remove()
+        raise RuntimeError(f"Encoder: layer {layer} of {type(self.model).__name__} never ran")  # pragma: no cover
 
     # ------------------------------------------------------------------ inference
     def encode(
