@@ -203,6 +203,10 @@ def evaluation(dims: list[int], full_docs: int) -> tuple[dict, list, list]:
     return figures, tables, notes
 
 
+PART_FIGURES = {"capacity": ("capacity_", "critical_n"), "eval": ("limit_",)}
+PART_TABLES = {"capacity": ("Free-embedding",), "eval": ("LIMIT-small", "Generated LIMIT full")}
+
+
 def _slug(method: str) -> str:
     return method.lower().replace(" ", "_").replace("-", "_").replace("=", "")
 
@@ -233,12 +237,16 @@ def main() -> None:
         notes += n
     # Merge with the other part's figures only now: both parts may run at the same time.
     previous = json.loads(path.read_text()) if path.exists() else {}
-    merged = {**previous.get("figures", {}), **figures}
+    # a part that ran replaces all of its earlier figures and tables; the other part's are kept as they were
+    figure_prefixes = tuple(p for part in parts for p in PART_FIGURES[part])
+    table_prefixes = tuple(p for part in parts for p in PART_TABLES[part])
+    kept = {k: v for k, v in previous.get("figures", {}).items() if not k.startswith(figure_prefixes)}
+    merged = {**kept, **figures}
     commands = dict(merged.get("part_commands", {}))
     for part in parts:
         commands[part] = " ".join(["python", "benchmarks/limit.py", *sys.argv[1:]])
     merged["part_commands"] = {p: commands[p] for p in ("capacity", "eval") if p in commands}
-    old_tables = {t["title"]: t for t in previous.get("tables", [])}
+    old_tables = {t["title"]: t for t in previous.get("tables", []) if not t["title"].startswith(table_prefixes)}
     old_tables.update({t["title"]: t for t in tables})
     old_notes = [x for x in previous.get("notes", []) if not x.startswith(tuple(drop))]
     write_results("limit", merged, tables=list(old_tables.values()), notes=old_notes + notes,
