@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 from embedlab.index.backends import Selection, VectorIndex
+from embedlab.index.multivector import _topk
 
 GRAPH_COST_PER_EF = 180.0  # HNSW selector walk, per query and unit of efSearch, in BLAS dot products (measured)
 IVF_ROW_COST = 3.0  # scanning one IVF list entry (unbatched), in BLAS dot products
@@ -125,15 +126,6 @@ def _first_k(scores: np.ndarray, rows: np.ndarray, ok: np.ndarray, k: int) -> tu
     out_s[qi, rank[qi, ci]] = scores[qi, ci]
     out_r[qi, rank[qi, ci]] = rows[qi, ci]
     return out_s, out_r
-
-
-def _topk(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns per row of float32 ``scores [nq, m]`` (``k <= m``) with their ``rows``, best first."""
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    top_s = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_s, axis=1, kind="stable")
-    return np.take_along_axis(top_s, order, axis=1), np.take_along_axis(np.take_along_axis(rows, top, axis=1), order, axis=1)
 
 
 def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
