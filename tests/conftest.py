@@ -17,11 +17,54 @@ def data_dir() -> Path:
     return DATA
 
 
+_LOADED: dict = {}  # (model, options) -> Encoder: each model is loaded once per test session
+
+
+def _load_key(path, options: dict, defaults: dict):
+    options = {k: v for k, v in options.items() if v is not None and defaults.get(k) != v}
+    return (None if path is None else str(path), tuple(sorted(options.items())))
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from embedlab.models import Encoder
 
-    return Encoder.load()
+    model = Encoder.load()
+    _LOADED[(None, ())] = _LOADED[(str(model.source), ())] = model
+    return model
+
+
+@pytest.fixture
+def one_model_load(encoder, monkeypatch):
+    """``Encoder.load`` answers repeated loads of one model and options with the encoder loaded first, so that
+    in-process CLI runs, collections and README blocks do not reload torch weights per call."""
+    import inspect
+
+    from embedlab.models import Encoder
+
+    real = Encoder.load.__func__
+    defaults = {name: p.default for name, p in inspect.signature(real).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    def load(cls, path=None, **options):
+        key = _load_key(path, options, defaults)
+        if key not in _LOADED:
+            _LOADED[key] = real(cls, path, **options)
+        return _LOADED[key]
+
+    monkeypatch.setattr(Encoder, "load", classmethod(load))
+
+
+@pytest.fixture
+def cli(one_model_load):
+    """Run ``embedlab ARGS...`` in-process (typer's CliRunner): ``cli("eval", "sts", ...)`` -> a click Result with
+    ``exit_code``, ``stdout`` and ``stderr``."""
+    from typer.testing import CliRunner
+
+    from embedlab.cli import app
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

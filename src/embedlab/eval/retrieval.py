@@ -7,7 +7,7 @@ import numpy as np
 from embedlab.errors import InvalidInputError
 from embedlab.eval.data import BeirDataset
 from embedlab.eval.metrics import Run, evaluate_run
-from embedlab.index.exact import exact_search
+from embedlab.index import exact_search
 
 
 def run_from_positions(query_ids: list[str], corpus_ids: list[str], scores: np.ndarray,

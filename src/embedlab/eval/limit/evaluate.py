@@ -8,7 +8,6 @@ widest dense row (reciprocal rank fusion, Cormack et al. 2009, and min-max weigh
 
 from __future__ import annotations
 
-import importlib
 from typing import Sequence
 
 import numpy as np
@@ -17,9 +16,7 @@ from embedlab.errors import InvalidInputError
 from embedlab.eval.data import BeirDataset
 from embedlab.eval.metrics import evaluate_run
 from embedlab.eval.retrieval import run_from_positions
-from embedlab.index.bm25 import BM25
-from embedlab.index.dense import DenseRetriever
-from embedlab.index.fusion import HybridRetriever
+from embedlab.index import BM25, DenseRetriever, HybridRetriever, maxsim_search
 from embedlab.types import Hits, ProgressCallback, report_progress
 
 DEFAULT_DIMS = (32, 64, 128, 256, 384)
@@ -31,14 +28,6 @@ def _recalls(hits: Hits, query_ids, corpus_ids, qrels, k_values) -> dict[str, fl
     return {f"recall@{k}": metrics[f"recall@{k}"] for k in k_values}
 
 
-def multivector_available() -> bool:
-    """Whether ``embedlab.index.multivector.maxsim`` exists (it is built by another issue)."""
-    try:
-        return hasattr(importlib.import_module("embedlab.index.multivector"), "maxsim_search")
-    except ImportError:
-        return False
-
-
 def evaluate_limit(
     dataset: BeirDataset,
     encoder,
@@ -47,7 +36,7 @@ def evaluate_limit(
     k_values: Sequence[int] = (2, 10, 20),
     split: str = "test",
     corpus_embeddings: np.ndarray | None = None,
-    multivector: bool | None = None,
+    multivector: bool = True,
     batch_size: int = 64,
     progress: ProgressCallback | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -56,8 +45,8 @@ def evaluate_limit(
 
     ``corpus_embeddings`` (float32 ``[n_docs, >= max(dims)]``, full-width, in corpus order) skips
     encoding the corpus: each dense row truncates and re-normalises it, which equals encoding with
-    ``dim``. ``multivector=None`` adds the multi-vector row when that module exists; ``True``
-    requires it. ``progress(done, total)`` is called after each row.
+    ``dim``. ``multivector`` adds the exact MaxSim row over the encoder's token vectors.
+    ``progress(done, total)`` is called after each row.
     """
     query_ids, query_texts, qrels = dataset.split(split)
     if not query_ids:
@@ -72,11 +61,6 @@ def evaluate_limit(
             f"evaluate_limit: corpus_embeddings must have {len(dataset.corpus_ids)} rows (one per document), "
             f"got {corpus_embeddings.shape[0]}."
         )
-    if multivector is None:
-        multivector = multivector_available()
-    elif multivector and not multivector_available():
-        raise InvalidInputError("evaluate_limit: multivector=True needs embedlab.index.multivector.maxsim, which is "
-                                "not installed in this build. Pass multivector=None or False.")
     depth = max(max(k_values), 100)
     total = len(dims) + 3 + int(bool(multivector))
     rows: dict[str, dict[str, float]] = {}
@@ -107,8 +91,7 @@ def evaluate_limit(
 
 def _multivector(dataset, encoder, query_ids, query_texts, qrels, k_values, batch_size) -> dict[str, float]:
     """Exact MaxSim (Khattab and Zaharia 2020) of the encoder's token vectors over all documents."""
-    module = importlib.import_module("embedlab.index.multivector")
     docs = encoder.encode_tokens(dataset.corpus_texts, batch_size=batch_size)
     queries = encoder.encode_tokens(query_texts, batch_size=batch_size)
-    scores, positions = module.maxsim_search(queries, docs, max(k_values))
+    scores, positions = maxsim_search(queries, docs, max(k_values))
     return _recalls(Hits(positions, scores), query_ids, dataset.corpus_ids, qrels, k_values)

@@ -194,13 +194,13 @@ def statistics(path: str | Path, *, split: str = "test") -> dict:
 
     Returns ``n_docs``, ``n_queries``, ``k`` (relevant documents per query, when constant),
     ``core`` (documents relevant to some query), ``attributes_per_doc`` ``[min, max]``,
-    ``graph_density`` and ``average_query_strength`` (:mod:`embedlab.eval.qrel_graph`; LIMIT: 0.0855
+    ``graph_density`` and ``average_query_strength`` (:mod:`embedlab.eval.limit.qrel_graph`; LIMIT: 0.0855
     and 28.47), and ``problems``: sentences naming every violated invariant (empty when the set is
     sound) — a query's attribute liked by a document it does not judge relevant, or missing from a
     relevant one; repeated relevant sets; documents with unequal numbers of attributes.
     """
     from embedlab.eval.data import load_beir
-    from embedlab.eval.qrel_graph import qrel_graph_stats
+    from embedlab.eval.limit.qrel_graph import qrel_graph_stats
 
     data = load_beir(path)
     query_ids, query_texts, qrels = data.split(split)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from embedlab.eval.compression import CompressionInputs, run_compression
-from embedlab.eval.compression_report import figures, pareto_front, table, write_all
+from embedlab.eval.bench.compression import CompressionInputs, run_compression
+from embedlab.eval.bench.compression_report import figures, pareto_front, table, write_all
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from embedlab.files import replacing
 from embedlab.types import MultiVectors
 
-DEFAULT_ROOT = Path(os.environ.get("EMBEDLAB_CACHE", ".cache/embeddings"))
+
+def default_root() -> Path:
+    """The cache folder: ``$EMBEDLAB_CACHE`` if set (read at call time, never at import), else ``.cache/embeddings``."""
+    return Path(os.environ.get("EMBEDLAB_CACHE", ".cache/embeddings"))
 
 
 def _key(encoder, texts: list[str], options: dict) -> str:
@@ -29,14 +33,13 @@ def _key(encoder, texts: list[str], options: dict) -> str:
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
-def cached_encode(encoder, texts: list[str], *, root: str | Path = DEFAULT_ROOT, **options) -> np.ndarray:
-    """``encoder.encode(texts, **options)``, read from / written to the cache folder ``root``."""
-    root = Path(root)
+def cached_encode(encoder, texts: list[str], *, root: str | Path | None = None, **options) -> np.ndarray:
+    """``encoder.encode(texts, **options)``, read from / written to the cache folder ``root`` (default: :func:`default_root`)."""
+    root = Path(root) if root is not None else default_root()
     path = root / f"{_key(encoder, texts, {'kind': 'encode', **options})}.npy"
     if path.exists():
         return np.load(path)
@@ -46,9 +49,9 @@ def cached_encode(encoder, texts: list[str], *, root: str | Path = DEFAULT_ROOT,
     return vectors
 
 
-def cached_encode_tokens(encoder, texts: list[str], *, root: str | Path = DEFAULT_ROOT, **options) -> MultiVectors:
+def cached_encode_tokens(encoder, texts: list[str], *, root: str | Path | None = None, **options) -> MultiVectors:
     """``encoder.encode_tokens(texts, **options)`` through the cache (vectors memory-mapped on reads)."""
-    root = Path(root)
+    root = Path(root) if root is not None else default_root()
     stem = _key(encoder, texts, {"kind": "encode_tokens", **options})
     vec_path, off_path = root / f"{stem}.vectors.npy", root / f"{stem}.offsets.npy"
     if vec_path.exists() and off_path.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedlab.eval.compression import CompressionResult, Row
+from embedlab.eval.bench.compression import CompressionResult, Row
 
 COLUMNS = ["method", "codec", "fit on", "rescore", "RAM B/vec", "x smaller", "disk B/vec", "nDCG@10", "retention",
            "recall@10 vs f32", "QPS", "fit s"]
@@ -87,12 +87,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def write_png(result: CompressionResult, path: str | os.PathLike, title: str) -> Path:
     """Retention of float32 nDCG@10 vs RAM bytes per vector (log x), our rows and the peer's; Pareto front."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    fig = Figure(figsize=(9, 5.5), dpi=110)
+    ax = fig.subplots()
     styles = {("embedlab", False): ("o", "tab:blue", "embedlab, codes only"),
               ("embedlab", True): ("s", "tab:orange", "embedlab + rescoring"),
               ("sentence-transformers", False): ("x", "tab:gray", "sentence-transformers"),
@@ -118,7 +116,6 @@ def write_png(result: CompressionResult, path: str | os.PathLike, title: str) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -295,15 +295,15 @@ class _Dequantised:
 def beir_inputs(dataset, encoder, *, split: str = "test", fit_split: str | None = None, cache_root=None,
                 batch_size: int = 64, fit_size: int = 20000, codebook_sample: int = 20000,
                 seed: int = 0) -> CompressionInputs:
-    """Encode a BEIR set through the embedding cache (:func:`embedlab.eval.cache.cached_encode`).
+    """Encode a BEIR set through the embedding cache (:func:`embedlab.models.cache.cached_encode`).
 
     The calibration sample is the queries of ``fit_split`` (default: ``"dev"``, else ``"train"``, whichever exists
     and is not ``split``), at most ``fit_size`` of them (seeded sample); with no other split, a seeded half of
     ``split``'s queries (queries are never quantised, so this does not calibrate on the coded corpus).
     """
-    from embedlab.eval.cache import DEFAULT_ROOT, cached_encode
+    from embedlab.models.cache import cached_encode
 
-    root = cache_root or os.environ.get("EMBEDLAB_CACHE") or DEFAULT_ROOT
+    root = cache_root
     query_ids, query_texts, qrels = dataset.split(split)
     others = [s for s in ("dev", "train") if s in dataset.splits and s != split]
     if fit_split is not None and fit_split not in dataset.splits:

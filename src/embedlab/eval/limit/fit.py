@@ -31,14 +31,12 @@ def fit_cubic(dims: Sequence[int], ns: Sequence[int]) -> tuple[tuple[float, floa
 
 def plot_capacity(measured: dict[int, int], path, *, coef: Sequence[float] | None = None, title: str = "") -> None:
     """Write a PNG: measured critical n per d, their cubic fit, and the paper's points and fit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure registry
 
     dims = sorted(measured)
     grid = np.linspace(min(dims + list(PAPER_CRITICAL_N)), max(dims + list(PAPER_CRITICAL_N)), 200)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     ax.plot(dims, [measured[d] for d in dims], "o", label="embedlab (measured)")
     if coef is not None:
         ax.plot(grid, np.polyval(list(coef)[::-1], grid), "-", label="embedlab cubic fit")
@@ -51,4 +49,3 @@ def plot_capacity(measured: dict[int, int], path, *, coef: Sequence[float] | Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -13,8 +13,8 @@ import time
 from typing import Mapping
 
 from embedlab.errors import InvalidInputError
-from embedlab.eval.capacity import optimize_free_embeddings
-from embedlab.eval.qrel_graph import qrel_graph_stats
+from embedlab.eval.limit.capacity import optimize_free_embeddings
+from embedlab.eval.limit.qrel_graph import qrel_graph_stats
 
 
 def _relevant_sets(qrels: Mapping[str, Mapping[str, int]], corpus_ids, owner: str):
@@ -57,7 +57,7 @@ def check_qrels(
     ``find_smallest`` is False), ``dims_tried``; the qrel-graph statistics ``graph_density`` and
     ``average_query_strength`` (Weller et al. 2025, appendix 10); ``n_queries``, ``n_documents``
     (the qrel core) and ``seconds``. ``corpus_ids`` (optional) rejects qrels naming unknown
-    documents. ``options`` go to :func:`~embedlab.eval.capacity.optimize_free_embeddings`.
+    documents. ``options`` go to :func:`~embedlab.eval.limit.capacity.optimize_free_embeddings`.
     """
     owner = "check_qrels"
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:

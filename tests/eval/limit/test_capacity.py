@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from embedlab.errors import InvalidInputError
-from embedlab.eval import capacity
-from embedlab.eval.capacity import critical_n, optimize_free_embeddings, solve_all_subsets
-from embedlab.eval.capacity_fit import PAPER_CRITICAL_N, fit_cubic, plot_capacity
-from embedlab.eval.capacity_check import check_qrels
-from embedlab.eval.qrel_graph import qrel_graph_stats
+from embedlab.eval.limit import capacity
+from embedlab.eval.limit.capacity import critical_n, optimize_free_embeddings, solve_all_subsets
+from embedlab.eval.limit.fit import PAPER_CRITICAL_N, fit_cubic, plot_capacity
+from embedlab.eval.limit.check import check_qrels
+from embedlab.eval.limit.qrel_graph import qrel_graph_stats
 
 FAST = {"patience": 200, "threads": 1}
 

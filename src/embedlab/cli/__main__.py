@@ -1,0 +1,3 @@
+from embedlab.cli.main import main
+
+main()
