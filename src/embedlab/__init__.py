@@ -1,8 +1,8 @@
 """embedlab: text embeddings for retrieval, end to end.
 
-The top level is small: ``from embedlab import Encoder``; every stage lives in its namespace
-(``embedlab.models``, ``embedlab.eval``, ``embedlab.index``, ...). Imports are lazy, so
-``import embedlab`` does not load torch.
+The top level is small: ``from embedlab import Encoder, Collection``; every stage lives in its namespace
+(``embedlab.models``, ``embedlab.compress``, ``embedlab.index``, ``embedlab.eval``). The two names are imported
+on first use, so ``import embedlab`` (and ``embedlab --version``) does not load torch or faiss.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 __all__ = ["Encoder", "Collection", "__version__"]
 
-_LAZY = {"Encoder": "embedlab.models", "Collection": "embedlab.index"}
-
 if TYPE_CHECKING:  # pragma: no cover
+    from embedlab.index import Collection
     from embedlab.models import Encoder
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    if name == "Encoder":
+        from embedlab.models import Encoder
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return Encoder
+    if name == "Collection":
+        from embedlab.index import Collection
+
+        return Collection
     raise AttributeError(f"module 'embedlab' has no attribute {name!r}")
