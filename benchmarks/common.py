@@ -128,7 +128,7 @@ def wordnet_corpus_embeddings(encoder=None, dataset=None) -> np.ndarray:
     import resource
     import time
 
-    from embedlab.eval.cache import cached_encode
+    from embedlab.models.cache import cached_encode
 
     encoder = encoder or default_encoder()
     dataset = dataset or wordnet()
@@ -152,7 +152,7 @@ def wordnet_encode_stats(encoder) -> dict | None:
 
 def wordnet_query_embeddings(split: str = "test", encoder=None, dataset=None) -> tuple[list[str], np.ndarray]:
     """``(query_ids, [nq, 384] float32)`` for the queries judged in ``split``, cached."""
-    from embedlab.eval.cache import cached_encode
+    from embedlab.models.cache import cached_encode
 
     encoder = encoder or default_encoder()
     dataset = dataset or wordnet()

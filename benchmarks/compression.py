@@ -25,14 +25,14 @@ import numpy as np
 
 import common
 
-from embedlab.eval.compression import DEFAULT_CODECS, CompressionInputs, run_compression
-from embedlab.eval.compression_report import figures, table, write_all
+from embedlab.eval.bench.compression import DEFAULT_CODECS, CompressionInputs, run_compression
+from embedlab.eval.bench.compression_report import figures, table, write_all
 
 
 def corpus_slice(dataset, encoder, query_ids, size: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
     """Every document judged for the test queries plus seeded random distractors, ``size`` in all, encoded
     through the shared cache (its own key: a different text list)."""
-    from embedlab.eval.cache import cached_encode
+    from embedlab.models.cache import cached_encode
 
     needed = {d for q in query_ids for d in dataset.qrels["test"][q]}
     must = np.array([i for i, cid in enumerate(dataset.corpus_ids) if cid in needed], dtype=np.int64)

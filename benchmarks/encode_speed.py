@@ -29,7 +29,7 @@ import torch
 
 import common
 from embedlab.eval import evaluate_retrieval, evaluate_sts, load_sts
-from embedlab.eval.cache import cached_encode
+from embedlab.models.cache import cached_encode
 from embedlab.models import Encoder
 from embedlab.models.onnx import OnnxEncoder, make_session, quantize_int8
 

@@ -26,7 +26,7 @@ GENERATED_FULL = Path(__file__).resolve().parent.parent / ".cache" / "limit-full
 def _curve_worker(args):
     import torch
 
-    from embedlab.eval.capacity import capacity_curve
+    from embedlab.eval.limit.capacity import capacity_curve
 
     group, seeds, threads = args
     torch.set_num_threads(threads)
@@ -43,8 +43,8 @@ def _curve_worker(args):
 def capacity(dims: list[int], seeds: tuple[int, ...], threads: int, workers: int) -> tuple[dict, list, list]:
     import torch
 
-    from embedlab.eval.capacity import capacity_curve
-    from embedlab.eval.capacity_fit import PAPER_CRITICAL_N, PAPER_CUBIC, fit_cubic, plot_capacity
+    from embedlab.eval.limit.capacity import capacity_curve
+    from embedlab.eval.limit.fit import PAPER_CRITICAL_N, PAPER_CUBIC, fit_cubic, plot_capacity
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -130,9 +130,9 @@ def evaluation(dims: list[int], full_docs: int) -> tuple[dict, list, list]:
     from common import default_encoder
 
     from embedlab.eval import load_beir
-    from embedlab.eval.cache import cached_encode
+    from embedlab.models.cache import cached_encode
     from embedlab.eval.limit import FULL, generate, statistics
-    from embedlab.eval.limit_eval import evaluate_limit
+    from embedlab.eval.limit.evaluate import evaluate_limit
 
     encoder = default_encoder()
     figures, tables, notes = {}, [], []
@@ -183,7 +183,7 @@ def evaluation(dims: list[int], full_docs: int) -> tuple[dict, list, list]:
         tables.append(print_table(f"{title}: recall (%), all-MiniLM-L6-v2", ["method", *(f"recall@{k}" for k in ks)],
                                   table_rows))
     # The free-embedding check on LIMIT-small's own qrels (the paper overfits N=46 with 12 dimensions, section 5.3).
-    from embedlab.eval.capacity_check import check_qrels
+    from embedlab.eval.limit.check import check_qrels
 
     small = runs[0][1]
     check = check_qrels(small.split("test")[2], 12, corpus_ids=small.corpus_ids, seeds=(0, 1), threads=1)

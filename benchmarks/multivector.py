@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from embedlab.eval import load_beir  # noqa: E402
-from embedlab.eval.cache import cached_encode_tokens  # noqa: E402
+from embedlab.models.cache import cached_encode_tokens  # noqa: E402
 from embedlab.eval.metrics import evaluate_run  # noqa: E402
 from embedlab.eval.retrieval import run_from_positions  # noqa: E402
 from embedlab.index import exact_search  # noqa: E402

@@ -1,4 +1,4 @@
-"""Every ```python block of README.md runs, in order, in one namespace."""
+"""Every ```python block of README.md runs, in order, in one namespace (each model loaded once per session)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_readme_python_blocks_run(monkeypatch):
+def test_readme_python_blocks_run(monkeypatch, one_model_load):
     monkeypatch.chdir(ROOT)
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks, "README.md has no python blocks"
