@@ -71,10 +71,10 @@ def write_results(name: str, figures: dict, *, tables: list[dict] | None = None,
         "tables": tables or [],
         "notes": notes or [],
     }
+    from embedlab.files import atomic_write
+
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
     return path
 
 
