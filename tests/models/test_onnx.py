@@ -14,52 +14,11 @@ import pytest
 
 from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.models import Encoder
-from embedlab.models import onnx as onnx_backend
-from embedlab.models import onnx_export
+from embedlab.models.runtime import onnx as onnx_backend
+from embedlab.models.runtime import onnx_export
 
-WORDS = ("the a dog cat house big small is runs on and of to hello world red blue green tree river "
-         "walks sleeps under over near far old new").split()
 TEXTS = ["the dog runs", "a big house is on the small house and the cat sleeps under the old tree",
          "hello", "", "red blue green", "the river runs far"]
-
-
-def _tiny_bert(path, *, seed: int = 0):
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path.mkdir(parents=True)
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return _tiny_bert(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx-cache")
-
-
-@pytest.fixture(scope="module")
-def tiny_torch(tiny):
-    return Encoder.load(tiny)
-
-
-@pytest.fixture(scope="module")
-def tiny_fp32(tiny, tiny_cache):
-    return Encoder.load(tiny, backend="onnx", cache_dir=tiny_cache)
-
-
-@pytest.fixture(scope="module")
-def tiny_int8(tiny, tiny_cache):
-    return Encoder.load(tiny, backend="onnx", precision="int8", cache_dir=tiny_cache)
 
 
 def _count_builds(monkeypatch) -> list:
@@ -93,13 +52,11 @@ def test_int8_stays_close_to_float(tiny_torch, tiny_int8):
     ours, ref = tiny_int8.encode(TEXTS), tiny_torch.encode(TEXTS)
     assert ours.dtype == np.float32
     assert (ours * ref).sum(1).min() >= 0.99
-    assert tiny_int8.manifest["kept_fp32"] == []  # every linear layer is int8
+    assert tiny_int8.runtime.manifest["kept_fp32"] == []  # every linear layer is int8
 
 
 def test_keeping_the_ffn_down_projections_in_float32(tiny_fp32, tmp_path):
-    from embedlab.models.onnx import quantize_int8
-
-    kept = quantize_int8(tiny_fp32.onnx_path, tmp_path / "keep.onnx", keep_ffn_down_fp32=True)
+    kept = onnx_export.quantize_int8(tiny_fp32.runtime.onnx_path, tmp_path / "keep.onnx", keep_ffn_down_fp32=True)
     assert len(kept) == tiny_fp32.num_layers and all("output/dense" in name for name in kept)
 
 
@@ -124,13 +81,13 @@ def test_token_budget_batches_respect_the_budget_and_keep_order(tiny_fp32, monke
     texts = TEXTS * 5
     expected = tiny_fp32.encode(texts, batch_size=1)
     shapes = []
-    real = type(tiny_fp32)._embed_batch
+    real = tiny_fp32.runtime.embed
 
-    def spy(self, features, layer):
+    def spy(features, layer=None):
         shapes.append(features["input_ids"].shape)
-        return real(self, features, layer)
+        return real(features, layer)
 
-    monkeypatch.setattr(type(tiny_fp32), "_embed_batch", spy)
+    monkeypatch.setattr(tiny_fp32.runtime, "embed", spy)
     out = tiny_fp32.encode(texts, batch_size=None, max_tokens=40)
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert sum(rows for rows, _ in shapes) == len(texts)
@@ -161,56 +118,56 @@ def test_threads_are_applied_and_restored_on_torch(tiny, tiny_cache):
     enc.encode(["the dog"])
     assert torch.get_num_threads() == before
     onnx_enc = Encoder.load(tiny, backend="onnx", threads=1, cache_dir=tiny_cache)
-    assert onnx_enc.session.get_session_options().intra_op_num_threads == 1
+    assert onnx_enc.runtime.session.get_session_options().intra_op_num_threads == 1
 
 
 # ---------------------------------------------------------------- the cache
 def test_second_load_reuses_the_cache(tiny, tiny_fp32, tiny_cache, monkeypatch):
     calls = _count_builds(monkeypatch)
     again = Encoder.load(tiny, backend="onnx", cache_dir=tiny_cache)
-    assert calls == [] and again.onnx_path == tiny_fp32.onnx_path
+    assert calls == [] and again.runtime.onnx_path == tiny_fp32.runtime.onnx_path
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
-    model = _tiny_bert(tmp_path / "model", seed=1)
+def test_corrupt_cache_is_rebuilt(tiny_bert, tmp_path, monkeypatch):
+    model = tiny_bert(tmp_path / "model", seed=1)
     first = Encoder.load(model, backend="onnx", cache_dir=tmp_path / "cache")
     expected = first.encode(TEXTS)
-    first.onnx_path.write_bytes(first.onnx_path.read_bytes()[:1000])  # truncated file
+    first.runtime.onnx_path.write_bytes(first.runtime.onnx_path.read_bytes()[:1000])  # truncated file
     calls = _count_builds(monkeypatch)
     second = Encoder.load(model, backend="onnx", cache_dir=tmp_path / "cache")
     assert len(calls) == 1
     np.testing.assert_allclose(second.encode(TEXTS), expected, atol=1e-6)
 
 
-def test_cache_from_another_version_is_rebuilt(tmp_path, monkeypatch):
-    model = _tiny_bert(tmp_path / "model", seed=2)
+def test_cache_from_another_version_is_rebuilt(tiny_bert, tmp_path, monkeypatch):
+    model = tiny_bert(tmp_path / "model", seed=2)
     first = Encoder.load(model, backend="onnx", cache_dir=tmp_path / "cache")
-    manifest_file = first.onnx_path.parent / "manifest.json"
+    manifest_file = first.runtime.onnx_path.parent / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
     manifest["versions"]["onnxruntime"] = "0.0.1"
     manifest_file.write_text(json.dumps(manifest))
     calls = _count_builds(monkeypatch)
     Encoder.load(model, backend="onnx", cache_dir=tmp_path / "cache")
     assert len(calls) == 1
-    assert json.loads(manifest_file.read_text())["versions"] == onnx_backend._versions()
+    assert json.loads(manifest_file.read_text())["versions"] == onnx_backend.library_versions()
 
 
-def test_default_cache_sits_beside_the_model_and_tracks_its_content(tmp_path, monkeypatch):
-    model = _tiny_bert(tmp_path / "model", seed=3)
+def test_default_cache_sits_beside_the_model_and_tracks_its_content(tiny_bert, tmp_path, monkeypatch):
+    model = tiny_bert(tmp_path / "model", seed=3)
     first = Encoder.load(model, backend="onnx")
-    assert first.onnx_path.is_relative_to(model / onnx_backend.CACHE_DIR_NAME)
+    assert first.runtime.onnx_path.is_relative_to(model / onnx_backend.CACHE_DIR_NAME)
     (model / "config.json").write_text((model / "config.json").read_text().replace("\n}", ',\n "x": 1\n}'))
     calls = _count_builds(monkeypatch)
     second = Encoder.load(model, backend="onnx")  # changed content: a new key, a new build
-    assert len(calls) == 1 and second.onnx_path != first.onnx_path
+    assert len(calls) == 1 and second.runtime.onnx_path != first.runtime.onnx_path
 
 
-def test_read_only_model_folder_falls_back_to_the_user_cache(tmp_path, monkeypatch):
-    model = _tiny_bert(tmp_path / "model", seed=4)
+def test_read_only_model_folder_falls_back_to_the_user_cache(tiny_bert, tmp_path, monkeypatch):
+    model = tiny_bert(tmp_path / "model", seed=4)
     (model / onnx_backend.CACHE_DIR_NAME).write_text("not a folder")  # mkdir there fails, even as root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     enc = Encoder.load(model, backend="onnx")
-    assert enc.onnx_path.is_relative_to(tmp_path / "xdg" / "embedlab" / "onnx")
+    assert enc.runtime.onnx_path.is_relative_to(tmp_path / "xdg" / "embedlab" / "onnx")
 
 
 # ---------------------------------------------------------------- bad input
@@ -221,27 +178,25 @@ def test_missing_onnxruntime_says_what_to_install(tiny, monkeypatch):
         Encoder.load(tiny, backend="onnx")
 
 
-def test_unsupported_architecture_is_refused(tmp_path):
+def test_unsupported_architecture_is_refused(tiny_bert, tmp_path):
     from transformers import GPT2Config, GPT2Model
 
-    from embedlab.models.onnx import EXPORTABLE_MODEL_TYPES
-
-    tiny_bert = _tiny_bert(tmp_path / "tok")
+    tok = tiny_bert(tmp_path / "tok")
     path = tmp_path / "gpt2"
     GPT2Model(GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(path)
-    for f in tiny_bert.glob("*"):  # any tokenizer will do: the model type is refused first
+    for f in tok.glob("*"):  # any tokenizer will do: the model type is refused first
         if "token" in f.name or f.name == "vocab.txt":
             (path / f.name).write_bytes(f.read_bytes())
-    assert "gpt2" not in EXPORTABLE_MODEL_TYPES
+    assert "gpt2" not in onnx_export.EXPORTABLE_MODEL_TYPES
     with pytest.raises(UnsupportedError, match="supports model types .* got 'gpt2'. Use backend='torch'"):
         Encoder.load(path, backend="onnx", cache_dir=tmp_path / "cache")
     assert not any((tmp_path / "cache").glob("*/model.onnx"))
 
 
-def test_exporter_failure_and_parity_failure_are_refused_not_cached(tmp_path, monkeypatch):
+def test_exporter_failure_and_parity_failure_are_refused_not_cached(tiny_bert, tmp_path, monkeypatch):
     import torch
 
-    model = _tiny_bert(tmp_path / "model", seed=5)
+    model = tiny_bert(tmp_path / "model", seed=5)
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator aten::foo")
@@ -258,8 +213,8 @@ def test_exporter_failure_and_parity_failure_are_refused_not_cached(tmp_path, mo
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"backend": "tensorrt"}, InvalidInputError, "backend must be one of 'torch', 'onnx', got 'tensorrt'"),
-    ({"precision": "int4"}, InvalidInputError, "precision must be one of 'fp32', 'int8', got 'int4'"),
+    ({"backend": "tensorrt"}, InvalidInputError, r"backend must be one of \['torch', 'onnx'\], got 'tensorrt'"),
+    ({"precision": "int4"}, InvalidInputError, r"precision must be one of \['fp32', 'int8'\], got 'int4'"),
     ({"precision": "int8"}, UnsupportedError, "precision must be 'fp32' with backend='torch'"),
     ({"threads": 0}, InvalidInputError, "threads must be a positive int or None, got 0"),
     ({"cache_dir": "/tmp/x"}, InvalidInputError, "cache_dir must be None with backend='torch'"),
@@ -298,4 +253,4 @@ def test_cli_encodes_with_the_onnx_backend(tiny, tmp_path):
     assert out.returncode == 0, out.stderr
     assert np.load(tmp_path / "v.npy").shape == (2, 32)
     bad = subprocess.run(cmd[:-2] + ["--backend", "tensorrt"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "backend must be one of 'torch', 'onnx', got 'tensorrt'" in bad.stderr
+    assert bad.returncode == 2 and "backend must be one of ['torch', 'onnx'], got 'tensorrt'" in bad.stderr

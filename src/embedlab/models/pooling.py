@@ -10,6 +10,7 @@ from enum import Enum
 import torch
 
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_choice
 
 
 class Pooling(str, Enum):
@@ -23,14 +24,9 @@ class Pooling(str, Enum):
     """The last non-padding token's state (decoder embedders, e.g. E5-Mistral, NV-Embed's baseline)."""
 
     @classmethod
-    def parse(cls, value: "str | Pooling") -> "Pooling":
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(repr(p.value) for p in cls)
-            raise InvalidInputError(
-                f"Encoder.load: pooling must be one of {valid}, got {value!r}. Pick one of those."
-            ) from None
+    def parse(cls, value: "str | Pooling", owner: str = "Encoder.load") -> "Pooling":
+        """``value`` as a :class:`Pooling`; an unknown name is an error that lists the valid ones."""
+        return check_choice(value, list(cls), owner, "pooling")
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

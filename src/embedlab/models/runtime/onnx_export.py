@@ -1,8 +1,9 @@
-"""ONNX export, graph optimisation, dynamic int8 quantisation and build checks (used by :mod:`embedlab.models.onnx`).
+"""ONNX export, graph optimisation, dynamic int8 quantisation and build checks (used by :mod:`.onnx`).
 
 Plain functions over files: ``export_onnx`` (torch -> ONNX), ``optimize_graph`` (fused or ORT-optimised
 graph), ``quantize_int8`` (dynamic int8), ``make_session`` (a CPU session) and ``check_build`` (the
-export against torch on a probe batch). The cache and the encoder live in :mod:`embedlab.models.onnx`.
+export against the torch runtime on a probe batch). The cache and the runtime live in
+:mod:`embedlab.models.runtime.onnx`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from embedlab.errors import ModelNotFoundError, UnsupportedError
 from embedlab.models.pooling import Pooling, pool
+from embedlab.models.runtime.torch import TorchRuntime
 
 
 # model_type values whose export is supported (encoders with absolute positions and a padding mask);
@@ -193,10 +195,9 @@ def make_session(path: Path, threads: int):
 
 def check_build(session, backbone, tokenizer, pooling: Pooling, input_names: list[str], precision: str,
                  max_length: int) -> None:
+    """Refuse a build whose pooled output on the probe batch strays from the torch runtime's (UnsupportedError)."""
     features = _probe_features(tokenizer, input_names, max_length)
-    with torch.inference_mode():
-        hidden = backbone(**{k: torch.from_numpy(v) for k, v in features.items()}).last_hidden_state
-        expected = pool(hidden, torch.from_numpy(features["attention_mask"]), pooling).numpy()
+    expected = TorchRuntime(backbone, pooling=pooling).embed(features)
     got = session.run(["sentence_embedding"], features)[0]
     model_type = getattr(backbone.config, "model_type", "?")
     if precision == "fp32":

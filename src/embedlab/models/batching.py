@@ -1,0 +1,90 @@
+"""Length-sorted, token-budget batches: texts in, padded model inputs (int64 arrays ``[b, t]``) out.
+
+Texts are sorted by character length, tokenised a chunk at a time (never the whole corpus at once),
+re-sorted by token count inside the chunk, and cut greedily into batches of at most ``batch_size``
+rows and ``max_tokens`` padded tokens (rows x the batch's longest row, which is its first row). Short
+texts share big batches and long ones small ones, so padding stays small.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from embedlab.errors import InvalidInputError
+from embedlab.params import check_int
+
+CHUNK_BATCHES = 16  # texts are tokenised this many batches at a time: bounded memory, one tokenizer pass
+CHUNK_TEXTS = 4096  # ... and at least this many texts, so token-budget batches can grow past batch_size
+
+Batch = tuple[np.ndarray, dict[str, np.ndarray]]
+"""``(rows, features)``: the input positions of the batch (int64 ``[b]``) and its padded inputs (int64 ``[b, t]``)."""
+
+
+def token_batches(
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int | None,
+    max_tokens: int | None,
+    owner: str,
+    special_mask: bool = False,
+    on_truncated: Callable[[int], None] | None = None,
+) -> Iterator[Batch]:
+    """Batches of ``texts`` (checked here, so a bad limit fails before any work; ``owner`` names the caller).
+
+    ``batch_size`` and/or ``max_tokens`` bound each batch (either may be None, not both). Every text is
+    truncated to ``max_length`` tokens; ``on_truncated(n)`` hears how many were, per chunk with any.
+    ``special_mask`` adds ``special_tokens_mask`` (1 for special and padding tokens) to the features.
+    """
+    check_int(batch_size, owner, "batch_size", allow_none=True)
+    check_int(max_tokens, owner, "max_tokens", allow_none=True)
+    if batch_size is None and max_tokens is None:
+        raise InvalidInputError(
+            f"{owner}: batch_size and max_tokens must not both be None, got None for both. "
+            "Bound the batch by texts (batch_size=64) or by padded tokens (max_tokens=8192)."
+        )
+    return _batches(tokenizer, list(texts), max_length, batch_size, max_tokens, special_mask, on_truncated)
+
+
+def _batches(tokenizer, texts: list[str], max_length: int, batch_size: int | None, max_tokens: int | None,
+             special_mask: bool, on_truncated: Callable[[int], None] | None) -> Iterator[Batch]:
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    pad_id = tokenizer.pad_token_id or 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    rows_cap = batch_size or len(texts)
+    chunk = max(CHUNK_TEXTS, (batch_size or 0) * CHUNK_BATCHES)
+    for start in range(0, len(texts), chunk):
+        rows_chunk = order[start : start + chunk]
+        enc = tokenizer([texts[i] for i in rows_chunk], truncation=True, max_length=max_length,
+                        return_special_tokens_mask=special_mask)
+        if on_truncated is not None and getattr(enc, "encodings", None):
+            n = sum(1 for e in enc.encodings if e.overflowing)
+            if n:
+                on_truncated(n)
+        lengths = np.array([len(ids) for ids in enc["input_ids"]])
+        by_len = np.argsort(-lengths, kind="stable")
+        b = 0
+        while b < len(by_len):
+            width = int(lengths[by_len[b]])
+            n = rows_cap if max_tokens is None else max(1, min(rows_cap, max_tokens // max(width, 1)))
+            sel = by_len[b : b + n]
+            b += len(sel)
+            features = {}
+            for key, values in enc.items():
+                fill = pad_id if key == "input_ids" else (1 if key == "special_tokens_mask" else 0)
+                features[key] = _pad([values[i] for i in sel], width, fill, left)
+            yield rows_chunk[sel], features
+
+
+def _pad(rows: list[list[int]], width: int, fill: int, left: bool) -> np.ndarray:
+    """``rows`` (token lists, each at most ``width`` long) as int64 ``[len(rows), width]``, padded with ``fill``."""
+    arr = np.full((len(rows), width), fill, dtype=np.int64)
+    for j, v in enumerate(rows):
+        if left:
+            arr[j, width - len(v):] = v
+        else:
+            arr[j, : len(v)] = v
+    return arr

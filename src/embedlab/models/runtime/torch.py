@@ -1,0 +1,123 @@
+"""The torch runtime: a transformers ``AutoModel`` with our pooling, differentiable and per layer.
+
+:meth:`TorchRuntime.forward` keeps gradients (training); :meth:`TorchRuntime.embed` and
+:meth:`TorchRuntime.token_states` run the same pass under ``torch.inference_mode`` and return float32
+numpy arrays. ``layer=L`` returns the hidden state after block ``L`` and stops the forward pass there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import ContextManager
+
+import numpy as np
+import torch
+
+from embedlab.models.pooling import Pooling, pool
+from embedlab.models.runtime import Backend, Precision
+from embedlab.models.runtime.threads import torch_threads
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook to end the pass early, carrying that block's output ``[b, t, d]``."""
+
+    def __init__(self, hidden: torch.Tensor) -> None:
+        super().__init__("stop")
+        self.hidden = hidden
+
+
+def _transformer_blocks(model: torch.nn.Module, n: int) -> torch.nn.ModuleList | None:
+    """The ``n`` stacked blocks (``encoder.layer`` for BERT-like models, ``layers`` or ``h`` for decoders), or None."""
+    for path in ("encoder.layer", "layers", "h", "transformer.h", "model.layers"):
+        obj: object = model
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) == n:
+            return obj
+    return None
+
+
+class TorchRuntime:
+    """Runs a transformers model (``model``, public so training can update it) and pools its token states.
+
+    ``threads`` is the intra-op torch thread count while a run of batches is in :meth:`running`
+    (None: torch's own setting).
+    """
+
+    backend = Backend.TORCH
+    precision = Precision.FP32
+    per_layer = True
+
+    def __init__(self, model: torch.nn.Module, *, pooling: Pooling, threads: int | None = None) -> None:
+        self.model = model
+        self.config = model.config
+        self.pooling = pooling
+        self.threads = threads
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    def running(self) -> ContextManager[None]:
+        return torch_threads(self.threads)
+
+    # ------------------------------------------------------------------ differentiable path
+    def forward(self, features: dict[str, torch.Tensor], layer: int | None = None) -> torch.Tensor:
+        """Pooled, unnormalised embeddings ``[b, d]`` with gradients, from tensors ``[b, t]`` on :attr:`device`."""
+        return pool(self.hidden_states(features, layer), features["attention_mask"], self.pooling)
+
+    def hidden_states(self, features: dict[str, torch.Tensor], layer: int | None = None) -> torch.Tensor:
+        """Token states ``[b, t, d]`` after block ``layer`` (``None``: the last). An earlier layer stops the
+        forward pass there (a hook on that block raises with its output), so layer ``L`` costs ``L`` blocks."""
+        inputs = {k: v for k, v in features.items() if k != "special_tokens_mask"}
+        if layer is None or layer == self.num_layers:
+            return self.model(**inputs).last_hidden_state
+        blocks = _transformer_blocks(self.model, self.num_layers)
+        if blocks is None:  # an architecture whose blocks we cannot find: run every layer
+            return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+
+        def stop(module, args, output):
+            raise _StopForward(output[0] if isinstance(output, tuple) else output)
+
+        handle = blocks[layer - 1].register_forward_hook(stop)
+        try:
+            self.model(**inputs)
+        except _StopForward as done:
+            return done.hidden
+        finally:
+            handle.remove()
+        raise RuntimeError(f"TorchRuntime: layer {layer} of {type(self.model).__name__} never ran")  # pragma: no cover
+
+    # ------------------------------------------------------------------ inference on numpy batches
+    def _tensors(self, features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        device = self.device
+        return {k: torch.from_numpy(v).to(device) for k, v in features.items() if k != "special_tokens_mask"}
+
+    def embed(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
+        """Pooled, unnormalised float32 ``[b, d]`` for one padded batch (int64 arrays ``[b, t]``)."""
+        inputs = self._tensors(features)
+        with torch.inference_mode():
+            return self.forward(inputs, layer).float().cpu().numpy()
+
+    def token_states(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
+        """Token states, float32 ``[b, t, d]``, for one padded batch."""
+        with torch.inference_mode():
+            return self.hidden_states(self._tensors(features), layer).float().cpu().numpy()
+
+    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int) -> str:
+        """sha256 over every weight (by name) and ``[pooling, max_length, do_lower_case, vocab_size]``, 16 hex.
+
+        Embedding caches on disk are keyed by it: changing what goes in re-encodes every cached corpus.
+        """
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, tensor in sorted(self.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h.update(json.dumps([self.pooling.value, max_length, do_lower_case, vocab_size]).encode())
+        return h.hexdigest()[:16]
