@@ -219,3 +219,14 @@ def test_plain_transformers_folder_uses_mean_pooling(encoder, tmp_path):
     assert plain.pooling.value == "cls"
     out = plain.encode(["hello"])
     assert out.shape == (1, 384)
+
+
+def test_save_over_an_existing_folder_replaces_it_whole(encoder, tmp_path):
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "stale.txt").write_text("from an earlier save")
+    encoder.save(path, overwrite=True)
+    assert not (path / "stale.txt").exists() and (path / "modules.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left beside it
+    np.testing.assert_allclose(Encoder.load(path).encode(["replaced whole"]), encoder.encode(["replaced whole"]),
+                               atol=1e-6)
