@@ -20,28 +20,31 @@ def topk(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> tup
     """
     scores = np.asarray(scores)
     nq, n = scores.shape
-    if positions is None:
-        positions = np.broadcast_to(np.arange(n, dtype=np.int64), (nq, n))
-    invalid = (positions < 0) | ~(scores > -np.inf)  # -inf and NaN
-    if invalid.any():
-        scores = np.where(invalid, -np.inf, scores)
-        positions = np.where(invalid, np.iinfo(np.int64).max, positions)
     out_s = np.full((nq, k), -np.inf, dtype=np.float32)
     out_p = np.full((nq, k), -1, dtype=np.int64)
     kk = min(k, n)
     if kk == 0 or nq == 0:
         return out_s, out_p
+    # -inf and NaN scores sort after every real score and are marked as padding at the end; a negative position
+    # must not win on its score, so its entry is masked first (checked with one reduction, masked only then)
+    if positions is not None and positions.min() < 0:
+        invalid = positions < 0
+        scores = np.where(invalid, -np.inf, scores)
+        positions = np.where(invalid, np.iinfo(np.int64).max, positions)
     if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        top_s, top_p = np.take_along_axis(scores, part, 1), np.take_along_axis(positions, part, 1)
-        # argpartition cuts ties at the k-th score arbitrarily: redo those rows with a full sort
-        kth = top_s.min(1)
-        tied = np.flatnonzero((scores >= kth[:, None]).sum(1) > kk)
-        for row in tied:
-            order = np.lexsort((positions[row], -scores[row]))[:kk]
-            top_s[row], top_p[row] = scores[row, order], positions[row, order]
+        # partition at the (k+1)-th best: the first k are the top k (a tie across the cut is broken arbitrarily),
+        # and a row whose (k+1)-th score equals its k-th has such a tie, so it is redone with a full sort
+        part = np.argpartition(-scores, kk, axis=1)
+        top_s = np.take_along_axis(scores, part[:, :kk], 1)
+        top_p = part[:, :kk] if positions is None else np.take_along_axis(positions, part[:, :kk], 1)
+        after = np.take_along_axis(scores, part[:, kk : kk + 1], 1)[:, 0]
+        for row in np.flatnonzero(top_s.min(1) == after):
+            pos = np.arange(n) if positions is None else positions[row]
+            order = np.lexsort((pos, -scores[row]))[:kk]
+            top_s[row], top_p[row] = scores[row, order], pos[order]
     else:
-        top_s, top_p = scores, positions
+        top_s = scores
+        top_p = np.broadcast_to(np.arange(n, dtype=np.int64), (nq, n)) if positions is None else positions
     order = np.lexsort((top_p, -top_s), axis=1)
     out_s[:, :kk] = np.take_along_axis(top_s, order, 1)
     out_p[:, :kk] = np.take_along_axis(top_p, order, 1)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from embedlab.errors import DataFormatError, InvalidInputError, NotFittedError
+from embedlab.files import replacing
 
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type["Codec"]] = {}
@@ -155,20 +154,9 @@ class Codec(ABC):
         self._check_fitted("save")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with replacing(path) as tmp:
+            tmp.mkdir()
             self._write(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     def _write(self, folder: Path) -> None:

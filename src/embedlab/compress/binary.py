@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedlab.compress.base import Codec
-from embedlab.errors import InvalidInputError
+from embedlab.params import check_choice
 
 _QUERY = ("bits", "float")
 
@@ -28,10 +28,8 @@ class BinaryCodec(Codec):
     _params = ("query",)
 
     def __init__(self, query: str = "bits"):
-        if query not in _QUERY:
-            raise InvalidInputError(
-                f"BinaryCodec: query must be one of {list(_QUERY)}, got {query!r}. 'bits' = Hamming search, "
-                "'float' = float query against the sign bits.")
+        check_choice(query, _QUERY, "BinaryCodec", "query",
+                     hint="'bits' = Hamming search, 'float' = float query against the sign bits.")
         self.query = query
 
     def _fit(self, x):

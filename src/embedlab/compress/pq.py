@@ -18,6 +18,7 @@ import numpy as np
 
 from embedlab.compress.base import Codec
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_int
 
 MAX_NBITS = 16
 
@@ -37,14 +38,9 @@ class PQCodec(Codec):
 
     def __init__(self, m: int, nbits: int = 8, seed: int = 0):
         owner = type(self).__name__
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise InvalidInputError(f"{owner}: m must be a positive int (number of sub-quantisers), got {m!r}. E.g. 'pq:64'.")
-        if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)) or not 1 <= nbits <= MAX_NBITS:
-            raise InvalidInputError(
-                f"{owner}: nbits must be an int in [1, {MAX_NBITS}], got {nbits!r}. 8 (256 centroids per sub-quantiser) is usual."
-            )
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InvalidInputError(f"{owner}: seed must be an int, got {seed!r}.")
+        check_int(m, owner, "m", hint="It is the number of sub-quantisers, e.g. 'pq:64'.")
+        check_int(nbits, owner, "nbits", high=MAX_NBITS, hint="8 (256 centroids per sub-quantiser) is usual.")
+        check_int(seed, owner, "seed", low=0)
         self.m, self.nbits, self.seed = int(m), int(nbits), int(seed)
 
     # ------------------------------------------------------------------ fitting
@@ -141,8 +137,7 @@ class OPQCodec(PQCodec):
 
     def __init__(self, m: int, nbits: int = 8, seed: int = 0, niter: int = 25):
         super().__init__(m, nbits, seed)
-        if isinstance(niter, bool) or not isinstance(niter, (int, np.integer)) or niter < 1:
-            raise InvalidInputError(f"OPQCodec: niter must be a positive int, got {niter!r}.")
+        check_int(niter, "OPQCodec", "niter")
         self.niter = int(niter)
 
     def _fit(self, x):

@@ -21,6 +21,7 @@ import numpy as np
 
 from embedlab.compress.base import Codec
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_choice
 
 _CALIBRATIONS = ("minmax", "percentile")
 
@@ -82,11 +83,8 @@ class ScalarQuantizer(Codec):
 
     def __init__(self, calibration: str = "minmax", percentile: float = 99.9):
         owner = type(self).__name__
-        if calibration not in _CALIBRATIONS:
-            raise InvalidInputError(
-                f"{owner}: calibration must be one of {list(_CALIBRATIONS)}, got {calibration!r}. "
-                "Use 'minmax' (calibration min/max) or 'percentile'."
-            )
+        check_choice(calibration, _CALIBRATIONS, owner, "calibration",
+                     hint="Use 'minmax' (calibration min/max) or 'percentile'.")
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 50 < percentile <= 100:
             raise InvalidInputError(
                 f"{owner}: percentile must be a number in (50, 100], got {percentile!r}. 99.9 clips the 0.1% tails."

@@ -29,6 +29,9 @@ from embedlab.compress.pq import PQCodec
 from embedlab.compress.scalar import Float32Codec
 from embedlab.compress.truncate import TruncateCodec
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_int
+from embedlab.selector import BitmapSelector
+from embedlab.topk import topk
 
 _BLOCK = 8192  # code rows decoded at a time
 _QUERY_BLOCK = 1024
@@ -46,29 +49,6 @@ def kernel_of(codec: Codec) -> str:
     if isinstance(last, PQCodec):
         return "adc"
     return "decode"
-
-
-def _check_k(k, owner: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"{owner}: k must be a positive int, got {k!r}.")
-    return int(k)
-
-
-def _sort_topk(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` per row of ``[nq, c]`` candidate arrays (padding: -inf / -1), sorted; padded to ``k``."""
-    nq, c = scores.shape
-    if c > k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        scores, positions = np.take_along_axis(scores, part, 1), np.take_along_axis(positions, part, 1)
-    order = np.lexsort((np.where(positions < 0, np.iinfo(np.int64).max, positions), -scores), axis=1)
-    scores, positions = np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
-    positions = np.where(np.isfinite(scores), positions, -1)
-    scores = np.where(positions >= 0, scores, -np.inf).astype(np.float32)
-    if scores.shape[1] < k:
-        pad = k - scores.shape[1]
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
-    return scores, positions.astype(np.int64)
 
 
 class CodeSearcher:
@@ -144,7 +124,7 @@ class CodeSearcher:
 
         ``subset`` restricts the search to these positions (1-D ints, or a bool mask of length ``ntotal``).
         """
-        k = _check_k(k, "CodeSearcher.search")
+        k = check_int(k, "CodeSearcher.search", "k")
         q = self.codec.transform_queries(queries)  # validates shape and dtype
         empty = (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
         if subset is not None:
@@ -154,22 +134,17 @@ class CodeSearcher:
         if self._n == 0:
             return empty
         if self.kernel == "hamming":
-            params = None
-            if subset is not None:
-                mask = np.zeros(self._n, bool)
-                mask[subset] = True
-                bits = np.packbits(mask, bitorder="little")  # must outlive the search: faiss keeps a raw pointer
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(self._n, faiss.swig_ptr(bits)))
+            allowed = BitmapSelector.of_rows(subset, self._n) if subset is not None else None  # alive while searching
+            params = allowed.params() if allowed is not None else None
             dist, pos = self._index.search(np.packbits(q > 0, axis=1), min(k, self._n), params=params)
-            scores = (self.codec.output_dim - 2 * dist).astype(np.float32)
-            return _sort_topk(np.where(pos >= 0, scores, -np.inf), pos, k)
+            return topk((self.codec.output_dim - 2 * dist).astype(np.float32), k, pos)
         if subset is not None:  # faiss.IndexPQ takes no selector, and the decode kernel gathers anyway
             sub = CodeSearcher(self.codec, self.codes[subset])
             scores, local = sub.search(queries, k)
             return scores, np.where(local >= 0, subset[np.maximum(local, 0)], -1).astype(np.int64)
         if self.kernel == "adc":
             scores, pos = self._index.search(_last(self.codec).adc_queries(q), min(k, self._n))
-            return _sort_topk(np.where(pos >= 0, scores, -np.inf), pos, k)
+            return topk(scores, k, pos)
         return self._decode_search(q, k)
 
     def _check_subset(self, subset) -> np.ndarray:
@@ -192,19 +167,15 @@ class CodeSearcher:
         out_p = np.empty((len(q), k), np.int64)
         for qs in range(0, len(q), _QUERY_BLOCK):
             qb = q[qs : qs + _QUERY_BLOCK]
-            best_s = np.full((len(qb), 0), -np.inf, np.float32)
-            best_p = np.full((len(qb), 0), -1, np.int64)
+            best_s = np.full((len(qb), k), -np.inf, np.float32)
+            best_p = np.full((len(qb), k), -1, np.int64)
             for start in range(0, self._n, _BLOCK):
                 block = self._buffer[start : min(self._n, start + _BLOCK)]
                 vecs = block if plain else last.decode(block)
-                s = qb @ vecs.T
-                kk = min(k, s.shape[1])
-                top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.broadcast_to(np.arange(s.shape[1]), s.shape)
-                best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
-                best_p = np.concatenate([best_p, top + start], axis=1)
-                if best_s.shape[1] > 4 * k:
-                    best_s, best_p = _sort_topk(best_s, best_p, k)
-            out_s[qs : qs + len(qb)], out_p[qs : qs + len(qb)] = _sort_topk(best_s, best_p, k)
+                s, pos = topk(qb @ vecs.T, k)
+                pos = np.where(pos >= 0, pos + start, -1)  # block positions -> code positions (padding stays -1)
+                best_s, best_p = topk(np.concatenate([best_s, s], 1), k, np.concatenate([best_p, pos], 1))
+            out_s[qs : qs + len(qb)], out_p[qs : qs + len(qb)] = best_s, best_p
         return out_s, out_p
 
 
@@ -229,7 +200,7 @@ def rescore(
     named by candidates are read. With ``codec`` the rows are codes decoded by it (e.g. int8 codes kept on
     disk) and queries pass through ``codec.transform_queries``; without, the rows are float vectors.
     """
-    k = _check_k(k, "rescore")
+    k = check_int(k, "rescore", "k")
     q = np.asarray(queries, dtype=np.float32)
     cand = np.asarray(candidates)
     if q.ndim != 2 or cand.ndim != 2 or len(q) != len(cand) or not np.issubdtype(cand.dtype, np.integer):
@@ -258,5 +229,5 @@ def rescore(
         s = np.full(c.shape, -np.inf, np.float32)
         qi = np.nonzero(valid)[0]
         s[valid] = np.einsum("ij,ij->i", q[qs : qs + query_block][qi], rows[inverse])
-        out_s[qs : qs + len(c)], out_p[qs : qs + len(c)] = _sort_topk(s, np.where(valid, c, -1), k)
+        out_s[qs : qs + len(c)], out_p[qs : qs + len(c)] = topk(s, k, np.where(valid, c, -1))
     return out_s, out_p

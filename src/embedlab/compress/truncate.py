@@ -13,6 +13,7 @@ import numpy as np
 
 from embedlab.compress.base import Codec
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_int
 
 
 class TruncateCodec(Codec):
@@ -23,8 +24,7 @@ class TruncateCodec(Codec):
     _params = ("dim", "normalize")
 
     def __init__(self, dim: int, normalize: bool = True):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise InvalidInputError(f"TruncateCodec: dim must be a positive int, got {dim!r}. E.g. 'truncate:256'.")
+        check_int(dim, "TruncateCodec", "dim", hint="E.g. 'truncate:256'.")
         if not isinstance(normalize, bool):
             raise InvalidInputError(f"TruncateCodec: normalize must be True or False, got {normalize!r}.")
         self.dim = int(dim)

@@ -1,14 +1,16 @@
-"""Indexing and search: exact search today; collections, filters, ANN and multi-vector search build on it."""
+"""Collections and search: durable filtered collections, ANN and compressed search, multi-vector search, retrievers.
 
-from embedlab.index.bm25 import BM25
+Sub-packages, one question each: :mod:`.collection` (how a collection is stored), :mod:`.filters` (what a filter
+means), :mod:`.search` (how the top k are found: faiss indexes, compressed codes, the filter planner, exact search),
+:mod:`.multivector` (MaxSim, MUVERA FDEs and the MUVERA index) and :mod:`.retrievers` (BM25, dense, hybrid fusion).
+"""
+
 from embedlab.index.collection import Collection
-from embedlab.index.dense import DenseRetriever
-from embedlab.index.exact import exact_search
-from embedlab.index.fusion import HybridRetriever, reciprocal_rank_fusion, weighted_score_fusion
 from embedlab.index.filters import Filter, FilterSyntaxError
-from embedlab.index.multivector import maxsim, maxsim_rerank, maxsim_search
-from embedlab.index.muvera import Muvera
-from embedlab.index.muvera_index import MuveraIndex
+from embedlab.index.multivector import Muvera, MuveraIndex, maxsim, maxsim_rerank, maxsim_search
+from embedlab.index.retrievers import (BM25, DenseRetriever, HybridRetriever, reciprocal_rank_fusion,
+                                       weighted_score_fusion)
+from embedlab.index.search import exact_search
 
 __all__ = ["Collection", "Filter", "FilterSyntaxError", "exact_search", "maxsim", "maxsim_rerank", "maxsim_search",
            "Muvera", "MuveraIndex", "BM25", "DenseRetriever", "HybridRetriever", "reciprocal_rank_fusion",

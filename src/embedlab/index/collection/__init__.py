@@ -1,0 +1,7 @@
+"""How a collection is stored: the :class:`Collection` folder (:mod:`.collection`), its files and crash protocol
+(:mod:`.storage`), the in-memory ids and alive flags (:mod:`.mirror`), typed metadata columns (:mod:`.metadata`),
+input checks (:mod:`.inputs`) and the layer protocol for multi-vector collections (:mod:`.layer`)."""
+
+from embedlab.index.collection.collection import Collection
+
+__all__ = ["Collection"]

@@ -1,0 +1,501 @@
+"""``Collection``: a persistent folder of vectors with caller ids, typed metadata, filters and ANN search.
+
+See :mod:`embedlab.index.collection.storage` for the layout and crash protocol, :mod:`.mirror` for the in-memory
+ids and alive flags, :mod:`embedlab.index.search.planner` for how a filtered query is answered, and
+:mod:`embedlab.index.filters` for the filter language.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedlab.errors import ConflictError, DataFormatError, InvalidInputError, UnsupportedError
+from embedlab.files import replacing
+from embedlab.index.collection import storage
+from embedlab.index.collection.inputs import (
+    METRICS, check_ef, check_ids, check_k, check_texts, check_vectors, prepare_vectors)
+from embedlab.index.collection.layer import CollectionLayer, create_layer, load_layer
+from embedlab.index.collection.metadata import MetadataTable
+from embedlab.index.collection.mirror import Mirror
+from embedlab.index.collection.storage import Database, VectorFile, WriterLock, from_sql
+from embedlab.index.filters.ast import Filter, as_filter
+from embedlab.index.search import kinds, planner
+from embedlab.index.search.faiss_backends import VectorIndex
+from embedlab.params import check_choice, check_int
+from embedlab.types import Hits, ProgressCallback, report_progress
+
+CHECKPOINT_MIN_ROWS = 10_000  # re-save the ANN index once this many rows (or half the saved count) are unsaved
+
+
+class Collection:
+    """A folder on local disk: vectors + ids + metadata, searchable with filters; one writer, many readers.
+
+    Create with :meth:`create`, reopen with :meth:`open`; use as a context manager or call :meth:`close`.
+    Every acknowledged ``add`` / ``upsert`` / ``delete`` is durable. Thread-safe within a process; across
+    processes one writer holds ``writer.lock`` (taken at the first write) and readers see its committed
+    writes at their next call. Scores are higher-is-better: inner product, cosine, or minus squared L2.
+    """
+
+    # ------------------------------------------------------------------ construction
+    def __init__(self, folder: Path, manifest: dict, *, readonly: bool, encoder: Any = None) -> None:
+        self.path = folder
+        self._manifest = manifest
+        self.dim: int = manifest["dim"]
+        self._vdim: int = manifest.get("index_dim", self.dim)  # width of the indexed vectors (a layer may differ)
+        self.metric: str = manifest["metric"]
+        self.index_kind: str = manifest["index"]
+        self.index_params: dict = manifest["index_params"]
+        self._readonly = readonly
+        self._encoder_obj = encoder
+        self._mutex = threading.RLock()
+        self._lock = WriterLock(folder)
+        self._db = Database(folder, create=False)
+        self._closed = False
+        try:
+            self._layer: CollectionLayer | None = load_layer(folder, manifest.get("layer"), self.dim, self.metric)
+            if hasattr(self._layer, "bind_encoder"):  # a layer that turns texts= into its own inputs (multivector)
+                self._layer.bind_encoder(lambda: self._load_encoder("Collection.add"))
+            self._load()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str | None = None,
+               encoder: Any = None, schema: dict[str, str] | None = None, multivector: Any = False,
+               **index_params: Any) -> "Collection":
+        """Create an empty collection folder at ``path`` (which must not exist or be an empty folder).
+
+        ``dim``: vector width; ``metric``: ``cosine`` (rows unit-normalised on the way in), ``ip`` or ``l2``;
+        ``index``: ``flat`` | ``hnsw`` (``M=16, ef_construction=128, ef_search=64``) | ``ivf`` (``nlist=None``
+        (auto), ``nprobe=16``, ``train_size``); ``None`` means ``hnsw``, or ``flat`` when ``codec=`` is given
+        (compressed collections scan their in-RAM codes, then rescore; see :mod:`embedlab.index.search.compressed`); ``encoder``: a model name/folder or an ``Encoder`` — stored in the
+        manifest so ``texts=`` can be added and searched; ``schema``: ``{field: "str"|"int"|"float"|"bool"|"list[str]"}``
+        (undeclared fields are typed by their first value); ``multivector``: ``True`` or an options dict to store
+        :class:`~embedlab.types.MultiVectors` (searched through fixed-dimensional encodings, re-ranked by exact
+        MaxSim; see :mod:`embedlab.index.multivector.layer`). Returns the collection opened for writing.
+        """
+        owner = "Collection.create"
+        folder = Path(path)
+        if index is None:
+            index = "flat" if index_params.get("codec") is not None else "hnsw"
+        dim = check_int(dim, owner, "dim")
+        check_choice(metric, METRICS, owner, "metric")
+        params = kinds.check_params(index, index_params, owner, metric, dim)
+        schema = MetadataTable.check_schema(schema, owner)
+        encoder_name, encoder_obj = _encoder_spec(encoder, dim, owner)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ConflictError(
+                f"{owner}: path must not exist or be an empty folder, got existing {str(folder)!r}. "
+                "Open it with Collection.open(path) or choose a new path.")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(folder) as tmp:  # the folder appears whole (manifest, database, layer files) or not at all
+            tmp.mkdir()
+            db = Database(tmp, create=True)
+            with db.transaction():
+                db.add_fields(schema)
+            db.close()
+            manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
+                        "index_params": params, "encoder": encoder_name}
+            if multivector is not False and multivector is not None:
+                options = {} if multivector is True else multivector
+                manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
+                if "index_dim" in manifest["layer"]:
+                    manifest["index_dim"] = int(manifest["layer"].pop("index_dim"))
+            storage.write_manifest(tmp, manifest)
+        return cls(folder, manifest, readonly=False, encoder=encoder_obj)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False, encoder: Any = None) -> "Collection":
+        """Open an existing collection. ``readonly=True`` never takes the writer lock (writes then raise);
+        ``encoder`` overrides the model named in the manifest (same width required)."""
+        folder = Path(path)
+        manifest = storage.read_manifest(folder)
+        enc = _encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
+        if manifest["metric"] not in METRICS or manifest["index"] not in kinds.index_kinds():
+            raise DataFormatError(f"Collection.open: manifest metric/index must be known, got {manifest['metric']!r}/"
+                                  f"{manifest['index']!r} in {folder / storage.MANIFEST}.")
+        return cls(folder, manifest, readonly=readonly, encoder=enc)
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.count()} items"
+        return f"Collection({str(self.path)!r}, dim={self.dim}, metric={self.metric!r}, index={self.index_kind!r}, {state})"
+
+    # ------------------------------------------------------------------ state
+    def _load(self) -> None:
+        """(Re)build every in-memory structure from the database, the vectors file and the newest index checkpoint."""
+        settings, fields, records, self._version = self._db.snapshot(-1)
+        self._generation, self._n, self._seq = settings["generation"], settings["n_rows"], settings["seq"]
+        self._id_kind = settings["id_kind"]
+        self._vfile = VectorFile(self.path, self._generation, self._vdim)
+        self._vectors = self._vfile.view(self._n)
+        self._meta = MetadataTable()
+        self._fields: list[tuple[str, str, str]] = []
+        self._mirror = Mirror()
+        self._index = self._load_index()
+        self._ingest(records, fields)
+        if self._layer is not None:
+            self._layer.open(self._n, self._generation)
+
+    def _load_index(self) -> VectorIndex:
+        for rows, path in reversed(storage.index_files(self.path, self._generation)):
+            if rows <= self._n:
+                try:
+                    index = kinds.load_index(self.index_kind, self._vdim, self.metric, self.index_params, path,
+                                                lambda: self._vectors)
+                except DataFormatError:
+                    continue  # a damaged checkpoint is only a cache: rebuild from the vectors
+                if index.ntotal == rows:
+                    self._saved_rows = rows
+                    return index
+        self._saved_rows = 0
+        return kinds.make_index(self.index_kind, self._vdim, self.metric, self.index_params, lambda: self._vectors)
+
+    def _ingest(self, records: list[tuple], fields: list[tuple[str, str, str]]) -> None:
+        """Apply database rows (new rows appended, old rows' ``deleted`` flag updated) to memory and the index."""
+        for name, ftype, _ in fields[len(self._fields):]:
+            self._meta.add_field(name, ftype)
+        self._fields = fields
+        new = self._mirror.ingest(records)
+        if new:
+            rows = np.fromiter((r[0] for r in new), dtype=np.int64, count=len(new))
+            for j, (name, ftype, _) in enumerate(fields):
+                self._meta.columns[name].set_rows(rows, [from_sql(r[3 + j], ftype) for r in new])
+        self._n = max(self._n, self._mirror.rows)
+        self._vectors = self._vfile.view(self._n)
+        if self._index.ntotal < self._n:
+            for start in range(self._index.ntotal, self._n, 65536):
+                self._index.add(np.asarray(self._vectors[start : min(self._n, start + 65536)]))
+
+    def _refresh(self) -> None:
+        """Catch up with another process's committed writes (cheap when nothing changed)."""
+        version = self._db.data_version()
+        if version == self._version:
+            return
+        settings, fields, records, version = self._db.snapshot(self._seq)  # one consistent read
+        if settings["generation"] != self._generation:
+            self._load()
+            return
+        self._version = version
+        self._n, self._id_kind = settings["n_rows"], settings["id_kind"]
+        self._ingest(records, fields)
+        self._seq = settings["seq"]
+        if self._layer is not None:
+            self._layer.open(self._n, self._generation)
+
+    def _begin(self, owner: str, write: bool = False) -> None:
+        if self._closed:
+            raise InvalidInputError(f"{owner}: the collection must be open, got a closed one. Reopen it with Collection.open.")
+        if write:
+            if self._readonly:
+                raise UnsupportedError(f"{owner}: this collection was opened with readonly=True; open it without to write.")
+            if self._lock.fd is None:
+                self._lock.acquire(owner)
+                self._refresh()
+                storage.remove_stale(self.path, self._generation, self._n)
+                if self._layer is not None:
+                    self._layer.remove_stale(self.path, self._generation)
+        elif self._lock.fd is None:
+            self._refresh()
+
+    # ------------------------------------------------------------------ writes
+    def add(self, ids: Any, vectors: Any = None, *, texts: list[str] | None = None,
+            metadata: list[dict] | None = None) -> None:
+        """Add new items. ``ids``: list of str or int (unique, not yet present — use :meth:`upsert` to replace);
+        ``vectors``: float ``[n, dim]``, or ``texts`` encoded with the collection's encoder (texts given with
+        vectors are stored as they are); ``metadata``: one dict per id (or ``None``)."""
+        self._write("Collection.add", ids, vectors, texts, metadata, upsert=False)
+
+    def upsert(self, ids: Any, vectors: Any = None, *, texts: list[str] | None = None,
+               metadata: list[dict] | None = None) -> None:
+        """Like :meth:`add`, replacing (vector, metadata and text of) ids that already exist."""
+        self._write("Collection.upsert", ids, vectors, texts, metadata, upsert=True)
+
+    def _write(self, owner: str, ids: Any, vectors: Any, texts: Any, metadata: Any, *, upsert: bool) -> None:
+        with self._mutex:
+            self._begin(owner, write=True)
+            ids, kind = check_ids(ids, owner, self._id_kind)
+            n = len(ids)
+            if texts is not None:
+                texts = check_texts(texts, n, owner)
+            if self._layer is not None:
+                vecs, payload = self._layer.prepare(vectors, texts, n, owner)
+                vecs = prepare_vectors(check_vectors(vecs, n, self._vdim, owner), self.metric, owner)
+            else:
+                if vectors is None:
+                    if texts is None:
+                        raise InvalidInputError(f"{owner}: vectors or texts must be given, got neither.")
+                    vectors = self._encode(texts, owner) if n else np.zeros((0, self.dim), np.float32)
+                vecs = prepare_vectors(check_vectors(vectors, n, self.dim, owner), self.metric, owner)
+            new_fields, items = self._meta.prepare(metadata, n, owner)
+            existing = self._mirror.existing(ids)
+            if existing and not upsert:
+                raise ConflictError(
+                    f"{owner}: ids must not exist yet, got {len(existing)} existing (first: {existing[0]!r}). "
+                    "Use upsert to replace them, or delete them first.")
+            if n == 0:
+                return
+            replaced = self._mirror.rows_of(existing)
+            start = self._n
+            rows = np.arange(start, start + n, dtype=np.int64)
+            seq = self._seq + 1
+            self._vfile.write(start, vecs)
+            if self._layer is not None:
+                self._layer.append(start, payload)
+            with self._db.transaction():
+                self._db.add_fields(new_fields)
+                self._db.insert(rows, ids, texts, items, seq)
+                if len(replaced):
+                    self._db.mark_deleted(replaced, seq)
+                self._db.set(n_rows=start + n, seq=seq, id_kind=kind)
+            self._version = self._db.data_version()
+            self._seq, self._id_kind = seq, kind
+            self._meta.apply(new_fields, rows, items)
+            self._fields = self._db.fields()
+            self._mirror.append(start, ids, replaced)
+            end = self._n = start + n
+            self._vectors = self._vfile.view(end)
+            self._index.add(vecs)
+            if self._layer is not None:
+                self._layer.open(self._n, self._generation)
+            self._maybe_checkpoint()
+
+    def delete(self, ids: Any) -> None:
+        """Delete items by id (every id must exist). Search stops returning them at once; :meth:`compact` frees space."""
+        owner = "Collection.delete"
+        with self._mutex:
+            self._begin(owner, write=True)
+            ids, _ = check_ids(ids, owner, self._id_kind)
+            self._mirror.require(ids, owner)
+            if not ids:
+                return
+            rows = self._mirror.rows_of(ids)
+            seq = self._seq + 1
+            with self._db.transaction():
+                self._db.mark_deleted(rows, seq)
+                self._db.set(seq=seq)
+            self._version = self._db.data_version()
+            self._seq = seq
+            self._mirror.delete(ids)
+
+    def compact(self, *, progress: ProgressCallback | None = None) -> None:
+        """Drop deleted rows for good: rewrite vectors and index as a new generation, then switch atomically.
+        An IVF index is re-trained (``nlist`` auto-sized to the current count unless it was given).
+        ``progress(done, total)`` is called per chunk of rows; returning ``False`` cancels (nothing changes)."""
+        owner = "Collection.compact"
+        with self._mutex:
+            self._begin(owner, write=True)
+            keep = np.flatnonzero(self._mirror.alive.view())
+            gen = self._generation + 1
+            vfile = VectorFile(self.path, gen, self._vdim)
+            written = [0]
+            index = kinds.make_index(self.index_kind, self._vdim, self.metric, self.index_params,
+                                        lambda: vfile.view(written[0]))
+            try:
+                vfile.write(0, np.zeros((0, self._vdim), np.float32))
+                for s in range(0, len(keep), 65536):
+                    report_progress(progress, s, len(keep))
+                    chunk = np.asarray(self._vectors[keep[s : s + 65536]])
+                    vfile.write(s, chunk)
+                    written[0] = s + len(chunk)
+                    index.add(chunk)
+                report_progress(progress, len(keep), len(keep))
+                self._write_index(index, gen)
+                if self._layer is not None:
+                    self._layer.compact(keep, gen)
+            except BaseException:
+                storage.remove_stale(self.path, self._generation, self._n)  # the unfinished generation's files
+                raise
+            seq = self._seq + 1
+            with self._db.transaction():
+                m = self._db.renumber(seq)
+                self._db.set(generation=gen, n_rows=m, seq=seq)
+            self._load()
+            storage.remove_stale(self.path, self._generation, self._n)
+            if self._layer is not None:
+                self._layer.remove_stale(self.path, self._generation)
+
+    def _maybe_checkpoint(self, force: bool = False) -> None:
+        unsaved = self._index.ntotal - self._saved_rows
+        if unsaved and (force or unsaved >= max(CHECKPOINT_MIN_ROWS, self._saved_rows // 2)):
+            if self._write_index(self._index, self._generation):
+                self._saved_rows = self._index.ntotal
+                storage.remove_stale(self.path, self._generation, self._n)
+
+    def _write_index(self, index: VectorIndex, generation: int) -> bool:
+        if not index.worth_writing:
+            return False
+        with replacing(self.path / f"index-{generation}-{index.ntotal}.faiss") as tmp:
+            index.write(tmp)
+        return True
+
+    def close(self) -> None:
+        """Save the ANN index checkpoint (writers), release the writer lock and the database. Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            try:
+                if self._lock.fd is not None:
+                    self._maybe_checkpoint(force=True)
+            finally:
+                self._lock.release()
+                self._db.close()
+                self._closed = True
+
+    # ------------------------------------------------------------------ reads
+    def count(self) -> int:
+        """Number of live (not deleted) items."""
+        with self._mutex:
+            self._begin("Collection.count")
+            return len(self._mirror)
+
+    def stats(self) -> dict:
+        """Sizes: ``count`` live items and ``rows`` stored (deleted rows stay until :meth:`compact`); ``disk_bytes``
+        (every file in the folder) and ``disk_bytes_per_vector`` per live item; ``ram_bytes_per_vector``, what the
+        search index holds in memory per row (float rows or codes, graph links, list ids, amortised centroids; the
+        float32 vectors file is memory-mapped and paged by the OS, so it is not counted); ``index``, ``index_params``."""
+        with self._mutex:
+            self._begin("Collection.stats")
+            count, disk = len(self._mirror), 0
+            for p in self.path.rglob("*"):
+                with contextlib.suppress(FileNotFoundError):  # a stale file another process is removing
+                    disk += p.stat().st_size if p.is_file() else 0
+            return {"count": count, "rows": self._n, "dim": self.dim, "metric": self.metric, "index": self.index_kind,
+                    "index_params": dict(self.index_params), "disk_bytes": disk,
+                    "disk_bytes_per_vector": disk / count if count else 0.0,
+                    "ram_bytes_per_vector": float(self._index.ram_bytes_per_vector())}
+
+    def get(self, ids: Any) -> list[dict]:
+        """``[{"id", "vector" (float32 [dim], as stored: unit rows for cosine), "metadata", "text"}]`` per id;
+        every id must exist."""
+        owner = "Collection.get"
+        with self._mutex:
+            self._begin(owner)
+            ids, _ = check_ids(ids, owner, self._id_kind)
+            self._mirror.require(ids, owner)
+            rows = self._mirror.rows_of(ids).tolist()
+            texts = self._db.texts(rows) if rows else {}
+            return [{"id": i, "vector": np.array(self._vectors[r]), "metadata": self._meta.row(r), "text": texts.get(r)}
+                    for i, r in zip(ids, rows)]
+
+    def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None) -> Hits:
+        """Top-``k`` items per query. ``queries``: float ``[nq, dim]`` or a list of texts (needs an encoder);
+        ``filter``: a :class:`Filter` or a filter string; ``ef``: efSearch (hnsw) / nprobe (ivf) before the planner
+        raises it for selective filters. Returns :class:`~embedlab.types.Hits` with the caller's ids (object array,
+        ``None``-padded), float32 scores (``-inf``-padded) and the planner's strategy per query."""
+        owner = "Collection.search"
+        with self._mutex:
+            self._begin(owner)
+            k = check_k(k, owner)
+            ef = check_ef(ef, owner, self.index_kind)
+            node = as_filter(filter, owner)
+            if node is not None:
+                self._meta.validate(node, owner)
+            q_payload = None
+            if self._layer is not None:
+                q, q_payload = self._layer.query(queries, owner)
+                q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
+            else:
+                q = self._queries(queries, owner)
+            scores, rows, strategy = self._search_rows(q, k if self._layer is None else self._layer.candidates(k),
+                                                       node, ef)
+            if self._layer is not None:
+                scores, rows = self._layer.rerank(q_payload, rows, k)
+                strategy = [s + "+rerank" for s in strategy]
+            return Hits(self._mirror.ids_of(rows), scores, tuple(strategy))
+
+    def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None, nq: int = 1) -> dict:
+        """What :meth:`search` would do for ``nq`` queries with this filter: strategy, allowed rows, selectivity,
+        ef, candidates."""
+        owner = "Collection.plan"
+        with self._mutex:
+            self._begin(owner)
+            k, ef = check_k(k, owner), check_ef(ef, owner, self.index_kind)
+            node = as_filter(filter, owner)
+            mask = self._mask(node, owner)
+            return planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef,
+                                self._links(), nq).as_dict()
+
+    def _mask(self, node: Filter | None, owner: str) -> np.ndarray | None:
+        alive = self._mirror.alive.view()
+        if node is None:
+            return None if len(self._mirror) == self._n else alive.copy()
+        return self._meta.evaluate(node, self._n, owner) & alive
+
+    def _links(self) -> int:
+        return 2 * self.index_params.get("M", 16)
+
+    def _search_rows(self, q: np.ndarray, k: int, node: Filter | None, ef: int | None):
+        mask = self._mask(node, "Collection.search")
+        p = planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef, self._links(), len(q))
+        if len(q) == 0 or self._n == 0:
+            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64),
+                    [p.strategy] * len(q))
+        return planner.execute(p, self._index, self._vectors, q, k, self.metric, mask)
+
+    def _queries(self, queries: Any, owner: str) -> np.ndarray:
+        if isinstance(queries, (list, tuple)) and queries and all(isinstance(t, str) for t in queries):
+            queries = self._encode(list(queries), owner)
+        elif isinstance(queries, str):
+            raise InvalidInputError(f"{owner}: queries must be a list of texts or a float array [nq, {self.dim}], got a "
+                                    "single str. Wrap it in a list.")
+        arr = np.asarray(queries) if not isinstance(queries, np.ndarray) else queries
+        if arr.ndim == 1 and arr.shape[0] == self.dim and arr.dtype != object:
+            raise InvalidInputError(f"{owner}: queries must have shape (nq, {self.dim}), got {arr.shape}. "
+                                    "Use queries[None, :] for one query.")
+        nq = arr.shape[0] if arr.ndim >= 1 else 0
+        return prepare_vectors(check_vectors(arr, nq, self.dim, owner, "queries"), self.metric, owner, "queries")
+
+    def _encode(self, texts: list[str], owner: str) -> np.ndarray:
+        return self._load_encoder(owner).encode(texts)
+
+    def _load_encoder(self, owner: str):
+        if self._encoder_obj is None:
+            name = self._manifest.get("encoder")
+            if name is None:
+                raise InvalidInputError(
+                    f"{owner}: texts need the collection's encoder, got a collection created without one. Pass "
+                    "vectors, or create the collection with encoder=... (or open it with encoder=...).")
+            from embedlab.models import Encoder
+
+            self._encoder_obj = Encoder.load(name)
+        return self._encoder_obj
+
+    @property
+    def encoder(self):
+        """The encoder for ``texts=`` (loaded on first use), or ``None`` when the collection has none."""
+        if self._encoder_obj is None and self._manifest.get("encoder") is not None:
+            self._load_encoder("Collection.encoder")
+        return self._encoder_obj
+
+
+def _encoder_spec(encoder: Any, dim: int, owner: str) -> tuple[str | None, Any]:
+    """``(name stored in the manifest, encoder object or None)`` after checking the encoder's width."""
+    if encoder is None:
+        return None, None
+    if isinstance(encoder, (str, os.PathLike)):
+        from embedlab.models import Encoder
+
+        name, obj = str(encoder), Encoder.load(encoder)
+    elif hasattr(encoder, "encode") and hasattr(encoder, "dim"):
+        name, obj = getattr(encoder, "source", None), encoder
+        if not name:
+            raise InvalidInputError(f"{owner}: encoder must have a source folder to store in the manifest, got {encoder!r}.")
+    else:
+        raise InvalidInputError(f"{owner}: encoder must be a model name, a folder or an Encoder, got {type(encoder).__name__}.")
+    if obj.dim != dim:
+        raise InvalidInputError(f"{owner}: encoder must produce dim={dim} vectors, got an encoder of width {obj.dim}. "
+                                "Create the collection with dim=encoder.dim.")
+    return name, obj
