@@ -130,7 +130,7 @@ def main() -> None:
         col = Collection.open(folder, readonly=True)
         reopen_s = time.perf_counter() - t
         graph = col._index.index  # the same faiss graph, driven directly by the baselines
-        assert all(col._ids.data[r] == dataset.corpus_ids[r] for r in range(0, len(x), 997))  # rows = corpus order
+        assert all(col._mirror.ids.data[r] == dataset.corpus_ids[r] for r in range(0, len(x), 997))  # rows = corpus order
         rows, per_sel = [], []
         for label, text in FILTERS:
             mask = col._meta.evaluate(Filter.parse(text), len(x), "bench")
@@ -139,7 +139,7 @@ def main() -> None:
             sel = mask.mean()
             results = {}
             secs, hits = timed(lambda: col.search(q, K, filter=text), args.repeats)
-            found = np.vectorize(lambda i: -1 if i is None else col._row_of[i], otypes=[np.int64])(hits.ids)
+            found = np.vectorize(lambda i: -1 if i is None else col._mirror.row_of[i], otypes=[np.int64])(hits.ids)
             strategies = sorted(set(hits.strategy))
             results["ours"] = (recall(found, truth), len(q) / secs)
             baselines = (("exact", lambda q_, m_: exact_subset(x, q_, m_)),

@@ -146,7 +146,7 @@ def evaluation(dims: list[int], full_docs: int) -> tuple[dict, list, list]:
         # BM25 alone on all 50k documents; every method on the core plus the first other documents.
         from embedlab.eval.retrieval import run_from_positions
         from embedlab.eval.metrics import evaluate_run
-        from embedlab.index.bm25 import BM25
+        from embedlab.index import BM25
 
         ids, texts, qrels = full.split("test")
         hits = BM25().fit(full.corpus_texts).search(texts, 100)
@@ -198,7 +198,7 @@ def evaluation(dims: list[int], full_docs: int) -> tuple[dict, list, list]:
                  "(the headline limit_small_hybrid_recall_at_2) and by RRF (k=60, listed beside it). "
                  "The generated full set uses coined compound attributes, so BM25 matches each query's attribute exactly "
                  "(like the paper's TF-IDF oracle), while LIMIT-small uses the paper's real attribute words.")
-    notes.append("Multi-vector (exact MaxSim over the model's token vectors, embedlab.index.multivector) is measured on "
+    notes.append("Multi-vector (exact MaxSim over the model's token vectors, embedlab.index.multivector.maxsim) is measured on "
                  "LIMIT-small only: the 50k-document set's token vectors would need ~7 GB even in float16.")
     return figures, tables, notes
 

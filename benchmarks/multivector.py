@@ -35,9 +35,9 @@ from embedlab.models.cache import cached_encode_tokens  # noqa: E402
 from embedlab.eval.metrics import evaluate_run  # noqa: E402
 from embedlab.eval.retrieval import run_from_positions  # noqa: E402
 from embedlab.index import exact_search  # noqa: E402
-from embedlab.index.multivector import _doc_blocks, maxsim_search  # noqa: E402
-from embedlab.index.muvera import Muvera  # noqa: E402
-from embedlab.index.muvera_index import MuveraIndex  # noqa: E402
+from embedlab.index.multivector.maxsim import _doc_blocks, maxsim_search  # noqa: E402
+from embedlab.index.multivector.fde import Muvera  # noqa: E402
+from embedlab.index.multivector.index import MuveraIndex  # noqa: E402
 from embedlab.types import MultiVectors  # noqa: E402
 
 CANDIDATES = (10, 20, 50, 100, 200, 300, 500)

@@ -6,6 +6,8 @@ return the same ranking (the exact search every approximate path is tested again
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 
 
@@ -52,3 +54,27 @@ def topk(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> tup
     out_p[padding] = -1
     out_s[padding] = -np.inf
     return out_s, out_p
+
+
+def topk_blocks(blocks: Iterable[tuple[np.ndarray, "np.ndarray | int"]], nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk` over the columns of many blocks of scores, seen one block at a time (memory-bounded scans).
+
+    Each block is ``(scores [nq, b], where)``: ``where`` is an int offset (the block's columns are positions
+    ``offset .. offset + b - 1``) or int ``[nq, b]`` positions. Each block's best ``k`` are kept and merged every
+    few blocks, so the result equals :func:`topk` of all columns side by side: ``(scores float32 [nq, k],
+    positions int64 [nq, k])``, padded with ``-inf`` / ``-1``.
+    """
+    kept_s = [np.full((nq, k), -np.inf, dtype=np.float32)]
+    kept_p = [np.full((nq, k), -1, dtype=np.int64)]
+    for scores, where in blocks:
+        if isinstance(where, (int, np.integer)):
+            s, p = topk(scores, k)
+            p = np.where(p >= 0, p + where, -1)
+        else:
+            s, p = topk(scores, k, where)
+        kept_s.append(s)
+        kept_p.append(p)
+        if len(kept_s) > 4:
+            s, p = topk(np.concatenate(kept_s, 1), k, np.concatenate(kept_p, 1))
+            kept_s, kept_p = [s], [p]
+    return topk(np.concatenate(kept_s, 1), k, np.concatenate(kept_p, 1))

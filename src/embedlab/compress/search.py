@@ -31,7 +31,7 @@ from embedlab.compress.truncate import TruncateCodec
 from embedlab.errors import InvalidInputError
 from embedlab.params import check_int
 from embedlab.selector import BitmapSelector
-from embedlab.topk import topk
+from embedlab.topk import topk, topk_blocks
 
 _BLOCK = 8192  # code rows decoded at a time
 _QUERY_BLOCK = 1024
@@ -167,15 +167,9 @@ class CodeSearcher:
         out_p = np.empty((len(q), k), np.int64)
         for qs in range(0, len(q), _QUERY_BLOCK):
             qb = q[qs : qs + _QUERY_BLOCK]
-            best_s = np.full((len(qb), k), -np.inf, np.float32)
-            best_p = np.full((len(qb), k), -1, np.int64)
-            for start in range(0, self._n, _BLOCK):
-                block = self._buffer[start : min(self._n, start + _BLOCK)]
-                vecs = block if plain else last.decode(block)
-                s, pos = topk(qb @ vecs.T, k)
-                pos = np.where(pos >= 0, pos + start, -1)  # block positions -> code positions (padding stays -1)
-                best_s, best_p = topk(np.concatenate([best_s, s], 1), k, np.concatenate([best_p, pos], 1))
-            out_s[qs : qs + len(qb)], out_p[qs : qs + len(qb)] = best_s, best_p
+            blocks = ((qb @ (block if plain else last.decode(block)).T, start)
+                      for start in range(0, self._n, _BLOCK) for block in [self._buffer[start : min(self._n, start + _BLOCK)]])
+            out_s[qs : qs + len(qb)], out_p[qs : qs + len(qb)] = topk_blocks(blocks, len(qb), k)
         return out_s, out_p
 
 

@@ -29,7 +29,7 @@ from embedlab.index.multivector.maxsim import check_allowed_mask, check_multivec
 from embedlab.index.search.faiss_backends import hnsw_index
 from embedlab.params import check_choice, check_int
 from embedlab.selector import BitmapSelector
-from embedlab.topk import topk
+from embedlab.topk import topk_blocks
 from embedlab.types import Hits, MultiVectors, ProgressCallback, report_progress
 
 FORMAT_VERSION = 1
@@ -110,17 +110,15 @@ class _HalfFlat:
 
     def search(self, queries: np.ndarray, k: int, mask: np.ndarray | None) -> np.ndarray:
         rows = self.rows
-        best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        best_p = np.full((len(queries), k), -1, dtype=np.int64)
-        for start in range(0, len(rows), _SCAN_ROWS):
-            block = np.asarray(rows[start : start + _SCAN_ROWS], dtype=np.float32)
-            s = queries @ block.T
-            if mask is not None:
-                s[:, ~mask[start : start + len(block)]] = -np.inf  # padding: filtered-out rows never come back
-            s, pos = topk(s, k)
-            pos = np.where(pos >= 0, pos + start, -1)  # block positions -> row positions (padding stays -1)
-            best_s, best_p = topk(np.concatenate([best_s, s], 1), k, np.concatenate([best_p, pos], 1))
-        return best_p
+
+        def blocks():
+            for start in range(0, len(rows), _SCAN_ROWS):
+                s = queries @ np.asarray(rows[start : start + _SCAN_ROWS], dtype=np.float32).T
+                if mask is not None:
+                    s[:, ~mask[start : start + s.shape[1]]] = -np.inf  # padding: filtered-out rows never come back
+                yield s, start
+
+        return topk_blocks(blocks(), len(queries), k)[1]
 
 
 class MuveraIndex:

@@ -31,7 +31,7 @@ import numpy as np
 
 from embedlab.index.search.faiss_backends import VectorIndex, faiss_metric
 from embedlab.selector import BitmapSelector
-from embedlab.topk import topk
+from embedlab.topk import topk_blocks
 
 GRAPH_COST_PER_EF = 180.0  # HNSW selector walk, per query and unit of efSearch, in BLAS dot products (measured)
 IVF_ROW_COST = 3.0  # scanning one IVF list entry (unbatched), in BLAS dot products
@@ -134,19 +134,13 @@ def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: in
     ``faiss.knn`` (blocked BLAS with a fused top-k: 1.4-2x faster than a numpy product plus ``argpartition`` on
     2 cores); ``queries`` are prepared (unit rows for cosine). Returns stored rows, best first, ``-inf`` / ``-1``
     padded. Scores: inner product, or minus squared L2."""
-    nq = len(queries)
-    best_s = np.full((nq, k), -np.inf, dtype=np.float32)
-    best_r = np.full((nq, k), -1, dtype=np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    for start in range(0, len(rows), GATHER_ROWS):
-        chunk = rows[start : start + GATHER_ROWS]
-        sub = np.ascontiguousarray(vectors[chunk], dtype=np.float32)
-        kk = min(k, len(chunk))
-        s, pos = faiss.knn(queries, sub, kk, metric=faiss_metric(metric))
-        s = -s if metric == "l2" else s
-        r = np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
-        if start == 0:
-            best_s[:, :kk], best_r[:, :kk] = s, r
-        else:
-            best_s, best_r = topk(np.concatenate([best_s, s], 1), k, np.concatenate([best_r, r], 1))
-    return best_s, best_r
+
+    def chunks():
+        for start in range(0, len(rows), GATHER_ROWS):
+            chunk = rows[start : start + GATHER_ROWS]
+            sub = np.ascontiguousarray(vectors[chunk], dtype=np.float32)
+            s, pos = faiss.knn(queries, sub, min(k, len(chunk)), metric=faiss_metric(metric))
+            yield (-s if metric == "l2" else s), np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
+
+    return topk_blocks(chunks(), len(queries), k)
