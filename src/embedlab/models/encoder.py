@@ -13,7 +13,6 @@ network), and saves folders that both embedlab and sentence-transformers load.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from embedlab.errors import ConflictError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
 from embedlab.models.batching import Batch, token_batches
-from embedlab.models.folder import ST_POOLING_KEYS, load_pretrained, read_folder, resolve_max_length, resolve_model_path
+from embedlab.models.folder import load_pretrained, read_folder, resolve_max_length, resolve_model_path, write_folder
 from embedlab.models.pooling import Pooling
 from embedlab.models.runtime import Backend, Precision, Runtime
 from embedlab.models.runtime.torch import TorchRuntime
@@ -38,10 +37,10 @@ _SHOW_PROGRESS_FROM = 2048  # texts; below this no bar unless asked
 class Encoder:
     """Text -> float32 vectors with a transformers backbone and our pooling.
 
-    Build with :meth:`Encoder.load`. ``runtime`` runs each batch (:class:`~embedlab.models.runtime.torch.
-    TorchRuntime` or :class:`~embedlab.models.runtime.onnx.OnnxRuntime`); ``tokenizer`` is the backbone's.
-    With the torch backend :attr:`model` is the transformers model, so training code can take gradients
-    through :meth:`forward`.
+    Build with :meth:`Encoder.load`. ``runtime`` runs each padded batch (a
+    :class:`~embedlab.models.runtime.torch.TorchRuntime` or an :class:`~embedlab.models.runtime.onnx.OnnxRuntime`);
+    ``tokenizer`` is the backbone's. With the torch backend :attr:`model` is the transformers model, so
+    training code can take gradients through :meth:`forward` (``layers=L`` stops after block ``L``).
     """
 
     def __init__(self, runtime: Runtime, tokenizer, *, max_length: int, normalize_module: bool = True,
@@ -338,23 +337,8 @@ class Encoder:
         path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path) as tmp:
             tmp.mkdir()
-            model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-            modes = {key: self.pooling is mode for key, mode in ST_POOLING_KEYS.items()}
-            (tmp / "1_Pooling").mkdir()
-            (tmp / "1_Pooling" / "config.json").write_text(
-                json.dumps({"word_embedding_dimension": self.dim, **modes}, indent=2))
-            modules = [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            ]
-            if self.normalize_module:
-                (tmp / "2_Normalize").mkdir()
-                modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                                "type": "sentence_transformers.models.Normalize"})
-            (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
-            (tmp / "sentence_bert_config.json").write_text(
-                json.dumps({"max_seq_length": self.max_length, "do_lower_case": self.do_lower_case}, indent=2))
+            write_folder(tmp, model, self.tokenizer, pooling=self.pooling, normalize=self.normalize_module,
+                         max_length=self.max_length, do_lower_case=self.do_lower_case)
         return path
 
 

@@ -1,5 +1,6 @@
-"""Model folders: resolving a bundled name or a path (never a download) and reading a sentence-transformers
-(``modules.json`` + pooling config) or plain transformers folder into a :class:`FolderConfig`."""
+"""Model folders: resolving a bundled name or a path (never a download), reading a sentence-transformers
+(``modules.json`` + pooling config) or plain transformers folder into a :class:`FolderConfig`, and writing
+a sentence-transformers folder that both embedlab and sentence-transformers load."""
 
 from __future__ import annotations
 
@@ -138,3 +139,25 @@ def load_pretrained(backbone: Path, what: str, loader):
             f"Encoder.load: {str(backbone)!r} must hold the transformers {what} and a tokenizer, "
             f"got an error loading them: {exc}"
         ) from None
+
+
+def write_folder(folder: Path, model, tokenizer, *, pooling: Pooling, normalize: bool, max_length: int,
+                 do_lower_case: bool) -> None:
+    """Write ``model`` (a transformers ``PreTrainedModel``) and ``tokenizer`` into the existing, empty ``folder`` as
+    a sentence-transformers folder: Transformer, Pooling and (when ``normalize``) Normalize modules."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    modes = {key: pooling is mode for key, mode in ST_POOLING_KEYS.items()}
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": int(model.config.hidden_size), **modes}, indent=2))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        (folder / "2_Normalize").mkdir()
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_length, "do_lower_case": do_lower_case}, indent=2))
