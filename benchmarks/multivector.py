@@ -35,7 +35,7 @@ from embedlab.models.cache import cached_encode_tokens  # noqa: E402
 from embedlab.eval.metrics import evaluate_run  # noqa: E402
 from embedlab.eval.retrieval import run_from_positions  # noqa: E402
 from embedlab.index import exact_search  # noqa: E402
-from embedlab.index.multivector.maxsim import _doc_blocks, maxsim_search  # noqa: E402
+from embedlab.index.multivector.maxsim import item_blocks, maxsim_search  # noqa: E402
 from embedlab.index.multivector.fde import Muvera  # noqa: E402
 from embedlab.index.multivector.index import MuveraIndex  # noqa: E402
 from embedlab.types import MultiVectors  # noqa: E402
@@ -64,7 +64,7 @@ def heuristic_candidates(queries: MultiVectors, documents: MultiVectors, depth: 
     t = len(q_tokens)
     best_s = np.full((t, depth), -np.inf, dtype=np.float32)
     best_i = np.full((t, depth), -1, dtype=np.int64)
-    for da, db in _doc_blocks(documents, (1 << 26) // (4 * t)):
+    for da, db in item_blocks(documents.offsets, (1 << 26) // (4 * t)):
         off = documents.offsets[da : db + 1]
         sims = np.asarray(documents.vectors[off[0] : off[-1]], dtype=np.float32) @ q_tokens.T
         per_doc = np.maximum.reduceat(sims, off[:-1] - off[0], axis=0).T  # [t, nd_block]

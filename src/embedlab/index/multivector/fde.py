@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from embedlab.errors import InvalidInputError
-from embedlab.index.multivector.maxsim import check_multivectors
+from embedlab.index.multivector.maxsim import check_multivectors, item_blocks
 from embedlab.params import check_int
 from embedlab.types import MultiVectors
 
@@ -173,14 +173,10 @@ class Muvera:
         per_token = self.r_reps * max(width, self.partitions if average and self.fill_empty_partitions else 1)
         out = np.empty((len(mv), self.fde_dim(d)), dtype=np.float32)
         offsets = mv.offsets
-        start = 0
-        while start < len(mv):
-            limit = offsets[start] + max(_CHUNK_CELLS // per_token, 1)
-            stop = min(max(int(np.searchsorted(offsets, limit, side="right")) - 1, start + 1), len(mv))
+        for start, stop in item_blocks(offsets, _CHUNK_CELLS // per_token):
             tokens = np.asarray(mv.vectors[offsets[start] : offsets[stop]], dtype=np.float32)
             blocks = self._blocks(tokens, offsets[start : stop + 1] - offsets[start], draw, width, average)
             out[start:stop] = blocks if draw.sketch is None else np.asarray(blocks @ draw.sketch)
-            start = stop
         return out
 
     def _blocks(self, x: np.ndarray, offsets: np.ndarray, draw: _Draw, width: int, average: bool) -> np.ndarray:

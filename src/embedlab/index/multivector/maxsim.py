@@ -56,13 +56,13 @@ def check_multivectors(value, owner: str, param: str, *, dim: int | None = None,
     return value
 
 
-def _query_blocks(queries: MultiVectors):
-    """Yield ``(first, last)`` item ranges of queries holding about ``_QUERY_BLOCK_TOKENS`` tokens."""
-    offsets = queries.offsets
-    start = 0
-    n = len(queries)
+def item_blocks(offsets: np.ndarray, tokens_per_block: int):
+    """Yield ``(first, last)`` item ranges of a ragged store (``offsets`` int64 ``[n + 1]``) holding about
+    ``tokens_per_block`` tokens each (at least one item): how every kernel here bounds its memory."""
+    tokens_per_block = max(int(tokens_per_block), 1)
+    start, n = 0, len(offsets) - 1
     while start < n:
-        stop = int(np.searchsorted(offsets, offsets[start] + _QUERY_BLOCK_TOKENS, side="right")) - 1
+        stop = int(np.searchsorted(offsets, offsets[start] + tokens_per_block, side="right")) - 1
         stop = min(max(stop, start + 1), n)
         yield start, stop
         start = stop
@@ -98,27 +98,15 @@ def maxsim(queries: MultiVectors, documents: MultiVectors, *, block_bytes: int =
     check_multivectors(queries, "maxsim", "queries", role="queries")
     check_multivectors(documents, "maxsim", "documents", dim=queries.dim)
     out = np.empty((len(queries), len(documents)), dtype=np.float32)
-    for qa, qb in _query_blocks(queries):
+    for qa, qb in item_blocks(queries.offsets, _QUERY_BLOCK_TOKENS):
         q_off = queries.offsets[qa : qb + 1]
         q_tokens_t = np.ascontiguousarray(np.asarray(queries.vectors[q_off[0] : q_off[-1]], dtype=np.float32).T)
         q_sum = _indicator(q_off)
-        for da, db in _doc_blocks(documents, block_bytes // (4 * q_tokens_t.shape[1])):
+        for da, db in item_blocks(documents.offsets, block_bytes // (4 * q_tokens_t.shape[1])):
             d_off = documents.offsets[da : db + 1]
             block = _score_block(q_tokens_t, q_sum, documents.vectors[d_off[0] : d_off[-1]], d_off[:-1] - d_off[0])
             out[qa:qb, da:db] = block.T
     return out
-
-
-def _doc_blocks(documents: MultiVectors, tokens_per_block: int):
-    """Yield ``(first, last)`` document ranges holding about ``tokens_per_block`` tokens (at least one doc)."""
-    offsets = documents.offsets
-    tokens_per_block = max(int(tokens_per_block), 1)
-    start, n = 0, len(documents)
-    while start < n:
-        stop = int(np.searchsorted(offsets, offsets[start] + tokens_per_block, side="right")) - 1
-        stop = min(max(stop, start + 1), n)
-        yield start, stop
-        start = stop
 
 
 def maxsim_search(
@@ -143,7 +131,7 @@ def maxsim_search(
     keep = _check_allowed(allowed, len(documents), "maxsim_search")
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     positions = np.full((len(queries), k), -1, dtype=np.int64)
-    for qa, qb in _query_blocks(queries):
+    for qa, qb in item_blocks(queries.offsets, _QUERY_BLOCK_TOKENS):
         sub = MultiVectors(queries.vectors[queries.offsets[qa] : queries.offsets[qb]],
                            queries.offsets[qa : qb + 1] - queries.offsets[qa])
         s = maxsim(sub, documents, block_bytes=block_bytes)
