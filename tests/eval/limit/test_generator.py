@@ -70,7 +70,7 @@ def test_compositional_vocabulary_still_available(tmp_path):
 
 
 def test_truncating_full_vectors_equals_encoding_with_dim(encoder):
-    from embedlab.index.dense import DenseRetriever
+    from embedlab.index import DenseRetriever
 
     texts = ["Ana likes Moonberries.", "Bo likes Frostlanterns and Seabells.", "Who likes Moonberries?"]
     full = encoder.encode(texts)

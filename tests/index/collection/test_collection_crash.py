@@ -74,7 +74,11 @@ def run_child(tmp_path, mode, kind, kill_after=None):
         first = proc.stdout.readline()
         time.sleep(kill_after)
         os.kill(proc.pid, signal.SIGKILL)
-        rest, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        # read the rest through the same buffered reader: communicate() reads the raw pipe and would lose the
+        # lines readline() already buffered (an acknowledged batch missing from the record)
+        with proc.stdout, proc.stderr:
+            rest, err = proc.stdout.read(), proc.stderr.read()
         lines = [first.strip(), *rest.splitlines()]
     else:
         rest, err = proc.communicate(timeout=120)
