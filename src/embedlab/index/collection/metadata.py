@@ -14,6 +14,7 @@ import numpy as np
 
 from embedlab.errors import InvalidInputError, NotFoundError
 from embedlab.index.filters.ast import And, Compare, Contains, Exists, Filter, Not, Or, Range
+from embedlab.params import check_choice
 
 FIELD_TYPES = ("str", "int", "float", "bool", "list[str]")
 
@@ -219,8 +220,7 @@ class MetadataTable:
             if not isinstance(name, str):
                 raise InvalidInputError(f"{owner}: schema keys must be field names (str), got {name!r}.")
             Filter.exists(name)  # validates the name
-            if ftype not in FIELD_TYPES:
-                raise InvalidInputError(f"{owner}: schema[{name!r}] must be one of {list(FIELD_TYPES)}, got {ftype!r}.")
+            check_choice(ftype, FIELD_TYPES, owner, f"schema[{name!r}]")
         return dict(schema)
 
     def prepare(self, metadata: Any, n: int, owner: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
