@@ -241,16 +241,13 @@ def test_real_model_matches_sentence_transformers(encoder, data_dir):
 
 
 # ---------------------------------------------------------------- the command line
-def test_cli_encodes_with_the_onnx_backend(tiny, tmp_path):
-    import subprocess
-
+def test_cli_encodes_with_the_onnx_backend(cli, tiny, tmp_path):
     src = tmp_path / "texts.txt"
     src.write_text("the dog runs\nhello world\n")
-    cmd = [sys.executable, "-m", "embedlab.cli", "encode", str(src), "-o", str(tmp_path / "v.npy"), "--model",
-           str(tiny), "--backend", "onnx", "--precision", "int8", "--threads", "1", "--max-tokens", "64",
-           "--format", "json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    args = ["encode", src, "-o", tmp_path / "v.npy", "--model", tiny, "--backend", "onnx", "--precision", "int8",
+            "--threads", "1", "--max-tokens", "64"]
+    out = cli(*args, "--format", "json")
+    assert out.exit_code == 0, out.output
     assert np.load(tmp_path / "v.npy").shape == (2, 32)
-    bad = subprocess.run(cmd[:-2] + ["--backend", "tensorrt"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "backend must be one of ['torch', 'onnx'], got 'tensorrt'" in bad.stderr
+    bad = cli(*args, "--backend", "tensorrt")
+    assert bad.exit_code == 2 and "backend must be one of ['torch', 'onnx'], got 'tensorrt'" in bad.stderr

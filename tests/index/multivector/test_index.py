@@ -37,11 +37,25 @@ def _index(docs, **kwargs) -> MuveraIndex:
     return index
 
 
+@pytest.fixture(scope="module")
+def built(data):
+    """``built(kind, codec)``: one index over the module's documents per (kind, codec), built once; tests that
+    change an index build their own."""
+    cache = {}
+
+    def get(kind, codec):
+        if (kind, codec) not in cache:
+            cache[kind, codec] = _index(data[0], index=kind, fde_codec=codec)
+        return cache[kind, codec]
+
+    return get
+
+
 @pytest.mark.parametrize("kind,codec", [("flat", "float32"), ("flat", "float16"), ("hnsw", "float16"), ("flat", "int8")])
-def test_generous_parameters_recover_the_exact_chamfer_top10(data, kind, codec):
+def test_generous_parameters_recover_the_exact_chamfer_top10(data, built, kind, codec):
     docs, queries = data
-    index = _index(docs, index=kind, fde_codec=codec, candidates=100)
-    exact, approx = index.search_exact(queries, 10), index.search(queries, 10)
+    index = built(kind, codec)
+    exact, approx = index.search_exact(queries, 10), index.search(queries, 10, candidates=100)
     assert _recall(exact, approx) >= 0.95
     assert approx.strategy == ("muvera",) * 30
     hit = approx.ids == exact.ids
@@ -58,13 +72,14 @@ def test_default_muvera_candidates_and_more_candidates_help(data):
     assert index.candidates_for(queries, 50).shape == (30, 50)
 
 
-@pytest.mark.parametrize("kind,codec", [("flat", "float32"), ("flat", "float16"), ("hnsw", "float32")])
-def test_filters_are_honoured_in_both_strategies(data, kind, codec):
+@pytest.mark.parametrize("kind,codec", [("flat", "float32"), ("flat", "float16"), ("hnsw", "float16")])
+def test_filters_are_honoured_in_both_strategies(data, built, kind, codec):
     docs, queries = data
-    index = _index(docs, index=kind, fde_codec=codec, candidates=50)
+    index = built(kind, codec)
     allowed = np.zeros(600, dtype=bool)
     allowed[::3] = True
-    hits, exact = index.search(queries, 10, allowed=allowed), index.search_exact(queries, 10, allowed=allowed)
+    hits = index.search(queries, 10, allowed=allowed, candidates=50)
+    exact = index.search_exact(queries, 10, allowed=allowed)
     assert allowed[hits.ids].all() and hits.strategy[0] == "muvera"
     assert _recall(exact, hits) >= 0.9
     few = np.zeros(600, dtype=bool)
@@ -76,14 +91,14 @@ def test_filters_are_honoured_in_both_strategies(data, kind, codec):
     assert (none.ids == -1).all() and none.strategy[0] == "empty"
 
 
-@pytest.mark.parametrize("kind,codec", [("hnsw", "float32"), ("flat", "float16")])
-def test_save_load_is_identical_and_memory_mapped(data, tmp_path, kind, codec):
+@pytest.mark.parametrize("kind,codec", [("hnsw", "float16"), ("flat", "float16")])
+def test_save_load_is_identical_and_memory_mapped(data, built, tmp_path, kind, codec):
     docs, queries = data
-    index = _index(docs, index=kind, fde_codec=codec, candidates=60)
-    before = index.search(queries, 10)
+    index = built(kind, codec)
+    before = index.search(queries, 10, candidates=60)
     index.save(tmp_path / "mv")
     loaded = MuveraIndex.load(tmp_path / "mv")
-    after = loaded.search(queries, 10)
+    after = loaded.search(queries, 10, candidates=60)
     np.testing.assert_array_equal(after.ids, before.ids)
     np.testing.assert_allclose(after.scores, before.scores)
     assert loaded.documents.vectors.dtype == np.float16
