@@ -34,6 +34,14 @@ def encoder():
     return model
 
 
+@pytest.fixture(scope="session")
+def reference(encoder):
+    """The default model loaded by sentence-transformers: the reference our vectors are compared with."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(encoder.source, device="cpu")
+
+
 @pytest.fixture
 def one_model_load(encoder, monkeypatch):
     """``Encoder.load`` answers repeated loads of one model and options with the encoder loaded first, so that

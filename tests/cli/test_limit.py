@@ -13,7 +13,7 @@ def limit(cli):
 
 
 def test_capacity_json_has_critical_n(limit):
-    out = limit("capacity", "--dims", "2", "--k", "2", "--patience", "100", "--format", "json")
+    out = limit("capacity", "--dims", "2", "--k", "2", "--patience", "100", "--seeds", "1", "--format", "json")
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["critical_n"] == {"2": 3} and result["k"] == 2

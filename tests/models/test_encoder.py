@@ -20,13 +20,6 @@ def sts_sentences(data_dir):
     return [p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]
 
 
-@pytest.fixture(scope="module")
-def reference(encoder):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(encoder.source, device="cpu")
-
-
 def test_matches_sentence_transformers_on_sts_sentences(encoder, reference, sts_sentences):
     ours = encoder.encode(sts_sentences, batch_size=32)
     theirs = reference.encode(sts_sentences, batch_size=32, convert_to_numpy=True)

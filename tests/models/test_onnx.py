@@ -225,16 +225,14 @@ def test_bad_load_options(tiny, kwargs, error, match):
 
 
 # ---------------------------------------------------------------- the real model
-def test_real_model_matches_sentence_transformers(encoder, data_dir):
-    from sentence_transformers import SentenceTransformer
-
+def test_real_model_matches_sentence_transformers(encoder, reference, data_dir):
     from embedlab.eval import load_sts
 
     pairs = load_sts(data_dir / "stsbenchmark", "test")[:40]
     texts = [p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]
     fast = Encoder.load(backend="onnx")  # the default cache beside the model: built once, reused by the README
     ours = fast.encode(texts)
-    theirs = SentenceTransformer(encoder.source, device="cpu").encode(texts, convert_to_numpy=True)
+    theirs = reference.encode(texts, convert_to_numpy=True)
     cosine = (ours * theirs).sum(1) / np.linalg.norm(theirs, axis=1)
     assert ours.shape == (len(texts), 384) and cosine.min() >= 0.99999
     assert fast.fingerprint != encoder.fingerprint
