@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests: a bounded, reproducible run by default; EMBEDLAB_HYPOTHESIS=soak (benchmarks/reliability.py) for long.
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, database=None)
+settings.register_profile("soak", max_examples=1000, deadline=None, database=None)
+settings.load_profile(os.environ.get("EMBEDLAB_HYPOTHESIS", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
