@@ -186,9 +186,9 @@ def test_folder_with_a_config_but_no_weights(tmp_path, backend, message):
 def test_unsupported_sentence_transformers_module(tmp_path):
     (tmp_path / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 1, "name": "1", "path": "1_LayerNorm", "type": "sentence_transformers.models.LayerNorm"},
     ]))
-    with pytest.raises(UnsupportedError, match="Dense"):
+    with pytest.raises(UnsupportedError, match=r"got 'sentence_transformers.models.LayerNorm' \(LayerNorm\) at index 1"):
         Encoder.load(tmp_path)
 
 

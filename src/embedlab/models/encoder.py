@@ -5,9 +5,10 @@ length-sorted token-budget batching (:mod:`embedlab.models.batching`), the trunc
 normalisation, ``dim`` prefixes, token vectors for late interaction, progress and cancelling. A runtime
 (:mod:`embedlab.models.runtime`) turns one padded batch into pooled vectors or token states.
 
-Loads sentence-transformers folders (``modules.json`` + pooling config) and plain transformers folders
-(read by :mod:`embedlab.models.folder`, which also resolves the bundled default model without any
-network), and saves folders that both embedlab and sentence-transformers load.
+Loads sentence-transformers folders (``modules.json``: Transformer, Pooling, Dense and Normalize modules, in
+the layouts of sentence-transformers < 6 and 6.x) and plain transformers folders (read by
+:mod:`embedlab.models.folder`, which also resolves the bundled default model without any network), and
+saves folders that both embedlab and sentence-transformers load.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import torch
 from embedlab.errors import ConflictError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
 from embedlab.models.batching import Batch, token_batches
-from embedlab.models.folder import load_pretrained, read_folder, resolve_max_length, resolve_model_path, write_folder
+from embedlab.models.folder import (
+    folder_head,
+    load_pretrained,
+    read_folder,
+    resolve_max_length,
+    resolve_model_path,
+    write_folder,
+)
 from embedlab.models.pooling import Pooling
 from embedlab.models.runtime import Backend, Precision, Runtime
 from embedlab.models.runtime.torch import TorchRuntime
@@ -41,15 +49,19 @@ class Encoder:
     :class:`~embedlab.models.runtime.torch.TorchRuntime` or an :class:`~embedlab.models.runtime.onnx.OnnxRuntime`);
     ``tokenizer`` is the backbone's. With the torch backend :attr:`model` is the transformers model, so
     training code can take gradients through :meth:`forward` (``layers=L`` stops after block ``L``).
+    ``include_prompt=False`` (a sentence-transformers pooling setting) leaves a prompt's tokens out of
+    the pooling, as sentence-transformers does.
     """
 
     def __init__(self, runtime: Runtime, tokenizer, *, max_length: int, normalize_module: bool = True,
-                 do_lower_case: bool = False, source: str = "") -> None:
+                 do_lower_case: bool = False, source: str = "", include_prompt: bool = True) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.normalize_module = normalize_module
         self.do_lower_case = do_lower_case
+        self.include_prompt = include_prompt
+        self._prompt_lengths: dict[str, int] = {}
         self.source = source
         self._warned_truncation = False
         self._fingerprint: str | None = None
@@ -70,6 +82,9 @@ class Encoder:
     ) -> "Encoder":
         """Load a bundled model (default: all-MiniLM-L6-v2), a sentence-transformers folder or a transformers folder.
 
+        A sentence-transformers folder may be written by any version (the pooling config as
+        ``pooling_mode_*`` booleans, or 6.x's ``{"embedding_dimension", "pooling_mode", "include_prompt"}``)
+        with mean, cls or last-token pooling, then Dense projections (run by either backend) and Normalize.
         ``pooling`` overrides the folder's pooling; ``max_length`` (tokens) overrides its limit.
         ``backend="onnx"`` exports the backbone and pooling to ONNX once (cached beside the model, or
         under ``cache_dir`` / ``~/.cache/embedlab/onnx`` when that folder is read-only) and runs it
@@ -81,9 +96,10 @@ class Encoder:
         backend = check_choice(backend, list(Backend), "Encoder.load", "backend")
         precision = check_choice(precision, list(Precision), "Encoder.load", "precision")
         check_int(threads, "Encoder.load", "threads", allow_none=True)
+        override = Pooling.parse(pooling) if pooling is not None else None
         path = resolve_model_path(name_or_path)
-        folder = read_folder(path)
-        pooling_mode = Pooling.parse(pooling) if pooling is not None else folder.pooling
+        folder = read_folder(path, override)
+        pooling_mode = folder.pooling
         if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
             raise InvalidInputError(
                 f"Encoder.load: device must be 'cpu' or an available 'cuda[:i]', got {device!r}. Use device='cpu'."
@@ -95,7 +111,7 @@ class Encoder:
             runtime, tokenizer, length = _load_torch(folder, pooling_mode, device=device, max_length=max_length,
                                                      precision=precision, cache_dir=cache_dir, threads=threads)
         return cls(runtime, tokenizer, max_length=length, normalize_module=folder.normalize,
-                   do_lower_case=folder.do_lower_case, source=str(path))
+                   do_lower_case=folder.do_lower_case, source=str(path), include_prompt=folder.include_prompt)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -121,7 +137,12 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        """Width of the full embedding."""
+        """Width of the full embedding (a Dense module's output width, else the backbone's hidden size)."""
+        return int(getattr(self.runtime, "dim", None) or self.config.hidden_size)
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the token vectors of :meth:`encode_tokens` (the backbone's hidden size)."""
         return int(self.config.hidden_size)
 
     @property
@@ -141,8 +162,9 @@ class Encoder:
     def fingerprint(self) -> str:
         """A hex digest of the weights, tokenizer and pooling (and backend and precision); it keys embedding caches."""
         if self._fingerprint is None:
+            extra = {} if self.include_prompt else {"include_prompt": False}
             self._fingerprint = self.runtime.fingerprint(max_length=self.max_length, do_lower_case=self.do_lower_case,
-                                                         vocab_size=len(self.tokenizer))
+                                                         vocab_size=len(self.tokenizer), **extra)
         return self._fingerprint
 
     def __repr__(self) -> str:
@@ -153,14 +175,25 @@ class Encoder:
 
     # ------------------------------------------------------------------ differentiable path
     def tokenize(self, texts: Sequence[str], *, prompt: str | None = None) -> dict[str, torch.Tensor]:
-        """Tokenise and pad ``texts`` into model inputs (tensors ``[b, t]`` on the model's device)."""
+        """Tokenise and pad ``texts`` into model inputs (tensors ``[b, t]`` on the model's device).
+
+        When the model leaves the prompt out of its pooling (``include_prompt=False``) and ``prompt`` is given,
+        the features also hold ``"pooling_mask"`` (for :meth:`forward`; it is not an input of :attr:`model`).
+        """
         texts = self._check_texts(texts, "tokenize", prompt)
         features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                   return_tensors="pt")
-        return {k: v.to(self.device) for k, v in features.items()}
+        features = {k: v.to(self.device) for k, v in features.items()}
+        n_prompt = self._prompt_length(prompt)
+        if n_prompt:
+            mask = features["attention_mask"]
+            features["pooling_mask"] = mask * (mask.cumsum(dim=1) > n_prompt).to(mask.dtype)
+        return features
 
     def forward(self, features: dict[str, torch.Tensor], *, layers: int | None = None) -> torch.Tensor:
-        """Pooled, unnormalised embeddings ``[b, d]`` with gradients (for training); ``layers`` as in :meth:`encode`."""
+        """Pooled, unnormalised embeddings ``[b, dim]`` with gradients (for training); ``layers`` as in :meth:`encode`.
+
+        With a Dense head its parameters are ``encoder.runtime.head``'s, beside :attr:`model`'s."""
         runtime = self._torch("forward", "for a differentiable forward", "Load with backend='torch' for training.")
         return runtime.forward(features, self._check_layers(layers, "forward"))
 
@@ -180,7 +213,9 @@ class Encoder:
     ) -> Embeddings:
         """Encode ``texts`` into float32 ``[n, dim or self.dim]``, rows in input order.
 
-        ``prompt`` is prepended to every text. ``dim`` keeps the first ``dim`` coordinates (Matryoshka
+        ``prompt`` is prepended to every text; a model saved with ``include_prompt=False`` pools only the
+        text's tokens (the prompt's tokens, counted as sentence-transformers counts them, still attend).
+        ``normalize`` gives unit vectors (a model's final Normalize module is this step). ``dim`` keeps the first ``dim`` coordinates (Matryoshka
         truncation; Kusupati et al. 2022) and re-normalises when ``normalize``. ``layers=L`` pools the
         hidden state after layer ``L`` (1..num_layers; 2D Matryoshka, Li et al. 2024) instead of the last.
         Batches hold at most ``batch_size`` texts and at most ``max_tokens`` padded tokens (batch rows
@@ -190,9 +225,13 @@ class Encoder:
         texts = self._check_texts(texts, "encode", prompt)
         width = self._check_dim(dim, "encode")
         layer = self._check_layers(layers, "encode")
+        n_prompt = self._prompt_length(prompt)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self.runtime.running():
             for rows, features in self._batches(texts, "encode", batch_size, max_tokens, show_progress, progress):
+                if n_prompt:
+                    mask = features["attention_mask"]
+                    features["pooling_mask"] = mask * (np.cumsum(mask, axis=1) > n_prompt)
                 out[rows] = self.runtime.embed(features, layer)
         out = out[:, :width]
         if normalize:
@@ -216,11 +255,13 @@ class Encoder:
         """Token vectors for late interaction: special and padding tokens dropped, rows in input order.
 
         Returns :class:`MultiVectors` with ``vectors [N, dim]`` of ``dtype`` (float32 or float16) where
-        ``N`` is the total number of kept tokens. ``normalize`` unit-normalises each token vector.
-        ``batch_size`` and ``max_tokens`` bound each batch as in :meth:`encode`.
+        ``N`` is the total number of kept tokens. ``normalize`` unit-normalises each token vector. Token
+        vectors are the backbone's (width :attr:`token_dim`: no pooling, so no Dense head, and a prompt's
+        tokens are kept whatever ``include_prompt``). ``batch_size`` and ``max_tokens`` bound each batch as
+        in :meth:`encode`.
         """
         texts = self._check_texts(texts, "encode_tokens", prompt)
-        width = self._check_dim(dim, "encode_tokens")
+        width = self._check_dim(dim, "encode_tokens", self.token_dim)
         layer = self._check_layers(layers, "encode_tokens")
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise InvalidInputError(f"Encoder.encode_tokens: dtype must be float32 or float16, got {dtype}.")
@@ -298,11 +339,24 @@ class Encoder:
             texts = [t.lower() for t in texts]
         return [prompt + t for t in texts] if prompt else texts
 
-    def _check_dim(self, dim: int | None, method: str) -> int:
+    def _check_dim(self, dim: int | None, method: str, full: int | None = None) -> int:
+        full = full or self.dim
         if dim is None:
-            return self.dim
-        return check_int(dim, f"Encoder.{method}", "dim", high=self.dim,
+            return full
+        return check_int(dim, f"Encoder.{method}", "dim", high=full,
                          hint="Pick a prefix length no wider than the model.")
+
+    def _prompt_length(self, prompt: str | None) -> int:
+        """How many leading tokens of each row to leave out of the pooling: 0 unless the model excludes its
+        prompt; else the prompt's tokens with the tokenizer's leading special token, not a trailing one
+        (sentence-transformers' count)."""
+        if self.include_prompt or not prompt:
+            return 0
+        if prompt not in self._prompt_lengths:
+            ids = list(self.tokenizer([prompt])["input_ids"][0])
+            trailing = bool(ids) and ids[-1] in set(self.tokenizer.all_special_ids)
+            self._prompt_lengths[prompt] = len(ids) - trailing
+        return self._prompt_lengths[prompt]
 
     def _check_layers(self, layers: int | None, method: str) -> int | None:
         if layers is None:
@@ -325,9 +379,9 @@ class Encoder:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write a sentence-transformers folder (written aside, then renamed into place)."""
-        model = self._torch("save", "to save a model folder",
-                            f"Load the source {self.source!r} with backend='torch' and save that; "
-                            "the ONNX build is cached beside it.").model
+        runtime = self._torch("save", "to save a model folder",
+                              f"Load the source {self.source!r} with backend='torch' and save that; "
+                              "the ONNX build is cached beside it.")
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise ConflictError(
@@ -337,8 +391,9 @@ class Encoder:
         path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path) as tmp:
             tmp.mkdir()
-            write_folder(tmp, model, self.tokenizer, pooling=self.pooling, normalize=self.normalize_module,
-                         max_length=self.max_length, do_lower_case=self.do_lower_case)
+            write_folder(tmp, runtime.model, self.tokenizer, pooling=self.pooling, normalize=self.normalize_module,
+                         max_length=self.max_length, do_lower_case=self.do_lower_case,
+                         include_prompt=self.include_prompt, head=runtime.head)
         return path
 
 
@@ -360,8 +415,10 @@ def _load_torch(folder, pooling: Pooling, *, device: str, max_length: int | None
         )
     tokenizer, model = load_pretrained(folder.backbone, "weights", AutoModel)
     model.eval().to(device)
+    head = folder_head(folder, model.config)
     length = resolve_max_length(max_length, model.config, tokenizer, folder)
-    return TorchRuntime(model, pooling=pooling, threads=threads), tokenizer, length
+    runtime = TorchRuntime(model, pooling=pooling, threads=threads, head=None if head is None else head.to(device))
+    return runtime, tokenizer, length
 
 
 def _load_onnx(path: Path, folder, pooling: Pooling, *, device: str, max_length: int | None, precision: Precision,
@@ -380,5 +437,6 @@ def _load_onnx(path: Path, folder, pooling: Pooling, *, device: str, max_length:
     tokenizer, config = load_pretrained(folder.backbone, "config", AutoConfig)
     length = resolve_max_length(max_length, config, tokenizer, folder)
     runtime = OnnxRuntime.load(path, folder.backbone, tokenizer, config=config, pooling=pooling, precision=precision,
-                               max_length=length, threads=threads, cache_dir=cache_dir)
+                               max_length=length, threads=threads, cache_dir=cache_dir,
+                               head=folder_head(folder, config), pooling_mask=not folder.include_prompt)
     return runtime, tokenizer, length

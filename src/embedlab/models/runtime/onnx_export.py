@@ -19,8 +19,11 @@ import numpy as np
 import torch
 
 from embedlab.errors import ModelNotFoundError, UnsupportedError
+from embedlab.models.head import Head
 from embedlab.models.pooling import Pooling, pool
 from embedlab.models.runtime.torch import TorchRuntime
+
+POOLING_MASK = "pooling_mask"  # the graph input of a model that leaves a prompt's tokens out of the pooling
 
 
 # model_type values whose export is supported (encoders with absolute positions and a padding mask);
@@ -66,25 +69,25 @@ def import_onnxruntime(owner: str = "Encoder.load"):
 
 # ---------------------------------------------------------------- export
 class _Exportable(torch.nn.Module):
-    """Backbone + pooling as one traceable module: ``(*inputs) -> (pooled [b, d], tokens [b, t, d])``."""
+    """Backbone + pooling (+ head) as one traceable module: ``(*inputs) -> (pooled [b, dim], tokens [b, t, d])``.
 
-    def __init__(self, backbone, pooling: Pooling, input_names: list[str], left_padding: bool) -> None:
+    With ``"pooling_mask"`` among ``input_names`` the graph takes that mask (a prompt's tokens zeroed) for the
+    pooling, and the attention mask for attention only.
+    """
+
+    def __init__(self, backbone, pooling: Pooling, input_names: list[str], head: Head | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
         self.input_names = input_names
-        self.left_padding = left_padding
+        self.head = head
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = dict(zip(self.input_names, inputs))
+        mask = features.pop("pooling_mask", features["attention_mask"])
         hidden = self.backbone(**features).last_hidden_state
-        mask = features["attention_mask"]
-        if self.pooling is not Pooling.LAST_TOKEN:
-            return pool(hidden, mask, self.pooling), hidden
-        if self.left_padding:  # trace-safe last-token pooling: no data-dependent branch
-            return hidden[:, -1], hidden
-        last = (mask.sum(dim=1) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-        return torch.gather(hidden, 1, last).squeeze(1), hidden
+        pooled = pool(hidden, mask, self.pooling)
+        return (pooled if self.head is None else self.head(pooled)), hidden
 
 
 def load_backbone(backbone_dir: Path):
@@ -100,15 +103,21 @@ def load_backbone(backbone_dir: Path):
 
 def _probe_features(tokenizer, input_names: list[str], max_length: int) -> dict[str, np.ndarray]:
     enc = tokenizer(_PROBE, padding=True, truncation=True, max_length=max_length, return_tensors="np")
-    return {k: np.asarray(enc[k], dtype=np.int64) for k in input_names}
+    features = {k: np.asarray(enc[k], dtype=np.int64) for k in input_names if k != POOLING_MASK}
+    if POOLING_MASK in input_names:  # a one-token "prompt" left out, so the trace and the check use the mask
+        mask = features["attention_mask"]
+        features[POOLING_MASK] = mask * (np.cumsum(mask, axis=1) > 1)
+    return features
 
 
-def export_onnx(backbone, tokenizer, pooling: Pooling, path: Path, *, max_length: int) -> list[str]:
-    """Trace ``backbone`` + ``pooling`` to ``path`` (ONNX opset 17, dynamic batch and sequence axes).
+def export_onnx(backbone, tokenizer, pooling: Pooling, path: Path, *, max_length: int, head: Head | None = None,
+                pooling_mask: bool = False) -> list[str]:
+    """Trace ``backbone`` + ``pooling`` (+ ``head``) to ``path`` (ONNX opset 17, dynamic batch and sequence axes).
 
-    The trace runs on a padded probe batch, so the padding mask is a real input of the graph. Returns
-    the input names (those the tokenizer produces and the model accepts). Raises
-    :class:`UnsupportedError` when the exporter fails.
+    The trace runs on a padded probe batch, so the padding mask is a real input of the graph; with
+    ``pooling_mask`` the graph also takes the pooling mask (input ``"pooling_mask"``, int64 ``[b, t]``).
+    Returns the input names (those the tokenizer produces and the model accepts, then ``"pooling_mask"``).
+    Raises :class:`UnsupportedError` when the exporter fails.
     """
     model_type = getattr(backbone.config, "model_type", "?")
     accepted = set(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
@@ -119,8 +128,10 @@ def export_onnx(backbone, tokenizer, pooling: Pooling, path: Path, *, max_length
             f"Encoder.load: backend='onnx' needs a model that takes input_ids and attention_mask, got "
             f"{model_type!r} taking {input_names}. Use backend='torch'."
         )
+    if pooling_mask:
+        input_names.append(POOLING_MASK)
     features = _probe_features(tokenizer, input_names, max_length)
-    module = _Exportable(backbone, pooling, input_names, getattr(tokenizer, "padding_side", "right") == "left").eval()
+    module = _Exportable(backbone, pooling, input_names, head).eval()
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
     axes.update({"sentence_embedding": {0: "batch"}, "token_embeddings": {0: "batch", 1: "sequence"}})
     try:
@@ -194,10 +205,10 @@ def make_session(path: Path, threads: int):
 
 
 def check_build(session, backbone, tokenizer, pooling: Pooling, input_names: list[str], precision: str,
-                 max_length: int) -> None:
+                max_length: int, head: Head | None = None) -> None:
     """Refuse a build whose pooled output on the probe batch strays from the torch runtime's (UnsupportedError)."""
     features = _probe_features(tokenizer, input_names, max_length)
-    expected = TorchRuntime(backbone, pooling=pooling).embed(features)
+    expected = TorchRuntime(backbone, pooling=pooling, head=head).embed(features)
     got = session.run(["sentence_embedding"], features)[0]
     model_type = getattr(backbone.config, "model_type", "?")
     if precision == "fp32":

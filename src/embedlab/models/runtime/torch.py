@@ -3,6 +3,9 @@
 :meth:`TorchRuntime.forward` keeps gradients (training); :meth:`TorchRuntime.embed` and
 :meth:`TorchRuntime.token_states` run the same pass under ``torch.inference_mode`` and return float32
 numpy arrays. ``layer=L`` returns the hidden state after block ``L`` and stops the forward pass there.
+A ``pooling_mask`` in the features (the padding mask with a prompt's tokens zeroed) replaces the
+attention mask for pooling only; a :class:`~embedlab.models.head.Head` (Dense / Normalize modules)
+runs on the pooled vectors.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from typing import ContextManager
 import numpy as np
 import torch
 
+from embedlab.models.head import Head
 from embedlab.models.pooling import Pooling, pool
 from embedlab.models.runtime import Backend, Precision
 from embedlab.models.runtime.threads import torch_threads
+
+
+NOT_MODEL_INPUTS = ("special_tokens_mask", "pooling_mask")  # features the encoder adds that the model never sees
 
 
 class _StopForward(Exception):
@@ -42,18 +49,22 @@ class TorchRuntime:
     """Runs a transformers model (``model``, public so training can update it) and pools its token states.
 
     ``threads`` is the intra-op torch thread count while a run of batches is in :meth:`running`
-    (None: torch's own setting).
+    (None: torch's own setting). ``head`` (public, trainable like ``model``) maps the pooled vectors to
+    the output width :attr:`dim`.
     """
 
     backend = Backend.TORCH
     precision = Precision.FP32
     per_layer = True
 
-    def __init__(self, model: torch.nn.Module, *, pooling: Pooling, threads: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, *, pooling: Pooling, threads: int | None = None,
+                 head: Head | None = None) -> None:
         self.model = model
         self.config = model.config
         self.pooling = pooling
         self.threads = threads
+        self.head = head
+        self.dim = int(model.config.hidden_size) if head is None else head.dim
 
     @property
     def device(self) -> torch.device:
@@ -68,13 +79,15 @@ class TorchRuntime:
 
     # ------------------------------------------------------------------ differentiable path
     def forward(self, features: dict[str, torch.Tensor], layer: int | None = None) -> torch.Tensor:
-        """Pooled, unnormalised embeddings ``[b, d]`` with gradients, from tensors ``[b, t]`` on :attr:`device`."""
-        return pool(self.hidden_states(features, layer), features["attention_mask"], self.pooling)
+        """Pooled, unnormalised embeddings ``[b, dim]`` with gradients, from tensors ``[b, t]`` on :attr:`device`."""
+        mask = features.get("pooling_mask", features["attention_mask"])
+        pooled = pool(self.hidden_states(features, layer), mask, self.pooling)
+        return pooled if self.head is None else self.head(pooled)
 
     def hidden_states(self, features: dict[str, torch.Tensor], layer: int | None = None) -> torch.Tensor:
         """Token states ``[b, t, d]`` after block ``layer`` (``None``: the last). An earlier layer stops the
         forward pass there (a hook on that block raises with its output), so layer ``L`` costs ``L`` blocks."""
-        inputs = {k: v for k, v in features.items() if k != "special_tokens_mask"}
+        inputs = {k: v for k, v in features.items() if k not in NOT_MODEL_INPUTS}
         if layer is None or layer == self.num_layers:
             return self.model(**inputs).last_hidden_state
         blocks = _transformer_blocks(self.model, self.num_layers)
@@ -99,7 +112,7 @@ class TorchRuntime:
         return {k: torch.from_numpy(v).to(device) for k, v in features.items() if k != "special_tokens_mask"}
 
     def embed(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
-        """Pooled, unnormalised float32 ``[b, d]`` for one padded batch (int64 arrays ``[b, t]``)."""
+        """Pooled, unnormalised float32 ``[b, dim]`` for one padded batch (int64 arrays ``[b, t]``)."""
         inputs = self._tensors(features)
         with torch.inference_mode():
             return self.forward(inputs, layer).float().cpu().numpy()
@@ -109,15 +122,23 @@ class TorchRuntime:
         with torch.inference_mode():
             return self.hidden_states(self._tensors(features), layer).float().cpu().numpy()
 
-    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int) -> str:
-        """sha256 over every weight (by name) and ``[pooling, max_length, do_lower_case, vocab_size]``, 16 hex.
+    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int,
+                    include_prompt: bool = True) -> str:
+        """sha256 over every weight (by name, the head's too) and ``[pooling, max_length, do_lower_case,
+        vocab_size]`` (and ``include_prompt`` when False), 16 hex.
 
         Embedding caches on disk are keyed by it: changing what goes in re-encodes every cached corpus.
         """
         h = hashlib.sha256()
+        weights = sorted(self.model.state_dict().items())
+        if self.head is not None:  # prefixed, so a model without a head keeps its fingerprint
+            weights += [(f"head.{k}", v) for k, v in sorted(self.head.state_dict().items())]
         with torch.no_grad():
-            for name, tensor in sorted(self.model.state_dict().items()):
+            for name, tensor in weights:
                 h.update(name.encode())
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        h.update(json.dumps([self.pooling.value, max_length, do_lower_case, vocab_size]).encode())
+        settings = [self.pooling.value, max_length, do_lower_case, vocab_size]
+        if not include_prompt:
+            settings.append("exclude-prompt")
+        h.update(json.dumps(settings).encode())
         return h.hexdigest()[:16]
