@@ -17,13 +17,13 @@ import numpy as np
 
 from embedlab.errors import ConflictError, DataFormatError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
-from embedlab.index.collection import storage
+from embedlab.index.collection import leases, operations, storage
 from embedlab.index.collection.inputs import (
     METRICS, check_ef, check_ids, check_k, check_texts, check_vectors, prepare_vectors)
 from embedlab.index.collection.layer import CollectionLayer, create_layer, load_layer
 from embedlab.index.collection.metadata import MetadataTable
 from embedlab.index.collection.mirror import Mirror
-from embedlab.index.collection.storage import Database, VectorFile, WriterLock, from_sql
+from embedlab.index.collection.storage import Database, VectorFile, WriterLock
 from embedlab.index.filters.ast import Filter, as_filter
 from embedlab.index.search import kinds, planner
 from embedlab.index.search.faiss_backends import VectorIndex
@@ -55,6 +55,8 @@ class Collection:
         self._encoder_obj = encoder
         self._mutex = threading.RLock()
         self._lock = WriterLock(folder)
+        self._lease = leases.Lease(folder)  # on the generation the snapshot uses (see .leases)
+        self._stale: list[int] = []  # old generations the writer could not delete yet (a reader held them)
         self._db = Database(folder, create=False)
         self._closed = False
         try:
@@ -63,6 +65,7 @@ class Collection:
                 self._layer.bind_encoder(lambda: self._load_encoder("Collection.add"))
             self._load()
         except BaseException:
+            self._lease.release()
             self._db.close()
             raise
 
@@ -102,7 +105,7 @@ class Collection:
                 db.add_fields(schema)
             db.close()
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
-                        "index_params": params, "encoder": encoder_name}
+                        "index_params": params, "encoder": encoder_name, "schema": schema}
             if multivector is not False and multivector is not None:
                 options = {} if multivector is True else multivector
                 manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
@@ -136,12 +139,16 @@ class Collection:
     # ------------------------------------------------------------------ state
     def _load(self) -> None:
         """(Re)build every in-memory structure from the database, the vectors file and the newest index checkpoint."""
-        settings, fields, records, self._version = self._db.snapshot(-1)
+        def read():
+            snap = self._db.snapshot(-1)
+            return snap[0]["generation"], snap
+
+        settings, fields, records, self._version = leases.leased_snapshot(self._lease, read, self._db.generation)
         self._generation, self._n, self._seq = settings["generation"], settings["n_rows"], settings["seq"]
         self._id_kind = settings["id_kind"]
         self._vfile = VectorFile(self.path, self._generation, self._vdim)
         self._vectors = self._vfile.view(self._n)
-        self._meta = MetadataTable()
+        self._meta = MetadataTable(declared=self._manifest.get("schema") or ())  # declared fields never widen
         self._fields: list[tuple[str, str, str]] = []
         self._mirror = Mirror()
         self._index = self._load_index()
@@ -150,29 +157,34 @@ class Collection:
             self._layer.open(self._n, self._generation)
 
     def _load_index(self) -> VectorIndex:
-        for rows, path in reversed(storage.index_files(self.path, self._generation)):
-            if rows <= self._n:
-                try:
-                    index = kinds.load_index(self.index_kind, self._vdim, self.metric, self.index_params, path,
-                                                lambda: self._vectors)
-                except DataFormatError:
-                    continue  # a damaged checkpoint is only a cache: rebuild from the vectors
-                if index.ntotal == rows:
-                    self._saved_rows = rows
-                    return index
+        for _ in range(3):
+            vanished = False
+            for rows, path in reversed(storage.index_files(self.path, self._generation)):
+                if rows <= self._n:
+                    try:
+                        index = kinds.load_index(self.index_kind, self._vdim, self.metric, self.index_params, path,
+                                                    lambda: self._vectors)
+                    except DataFormatError:
+                        if not path.exists():  # the writer replaced it by a newer checkpoint meanwhile: list again
+                            vanished = True
+                            break
+                        continue  # a damaged checkpoint is only a cache: rebuild from the vectors
+                    if index.ntotal == rows:
+                        self._saved_rows = rows
+                        return index
+            if not vanished:
+                break
         self._saved_rows = 0
         return kinds.make_index(self.index_kind, self._vdim, self.metric, self.index_params, lambda: self._vectors)
 
     def _ingest(self, records: list[tuple], fields: list[tuple[str, str, str]]) -> None:
-        """Apply database rows (new rows appended, old rows' ``deleted`` flag updated) to memory and the index."""
-        for name, ftype, _ in fields[len(self._fields):]:
-            self._meta.add_field(name, ftype)
+        """Apply database rows (new rows appended, old rows' ``deleted`` flag or metadata updated) to memory and the
+        index."""
+        self._meta.sync_fields(fields)  # new fields, and int fields another process widened to float
         self._fields = fields
-        new = self._mirror.ingest(records)
-        if new:
-            rows = np.fromiter((r[0] for r in new), dtype=np.int64, count=len(new))
-            for j, (name, ftype, _) in enumerate(fields):
-                self._meta.columns[name].set_rows(rows, [from_sql(r[3 + j], ftype) for r in new])
+        old_rows = self._mirror.rows
+        self._mirror.ingest(records)
+        self._meta.ingest(fields, [r for r in records if r[0] >= old_rows or not r[2]])  # new rows, rewritten rows
         self._n = max(self._n, self._mirror.rows)
         self._vectors = self._vfile.view(self._n)
         if self._index.ntotal < self._n:
@@ -204,9 +216,9 @@ class Collection:
             if self._lock.fd is None:
                 self._lock.acquire(owner)
                 self._refresh()
-                storage.remove_stale(self.path, self._generation, self._n)
-                if self._layer is not None:
-                    self._layer.remove_stale(self.path, self._generation)
+                self._remove_stale()
+            elif self._stale:
+                self._remove_stale()
         elif self._lock.fd is None:
             self._refresh()
 
@@ -239,7 +251,7 @@ class Collection:
                         raise InvalidInputError(f"{owner}: vectors or texts must be given, got neither.")
                     vectors = self._encode(texts, owner) if n else np.zeros((0, self.dim), np.float32)
                 vecs = prepare_vectors(check_vectors(vectors, n, self.dim, owner), self.metric, owner)
-            new_fields, items = self._meta.prepare(metadata, n, owner)
+            prepared = self._meta.prepare(metadata, n, owner)
             existing = self._mirror.existing(ids)
             if existing and not upsert:
                 raise ConflictError(
@@ -255,14 +267,15 @@ class Collection:
             if self._layer is not None:
                 self._layer.append(start, payload)
             with self._db.transaction():
-                self._db.add_fields(new_fields)
-                self._db.insert(rows, ids, texts, items, seq)
+                self._db.add_fields(prepared.new_fields)
+                self._db.widen_fields(prepared.widened)
+                self._db.insert(rows, ids, texts, prepared.rows, seq)
                 if len(replaced):
                     self._db.mark_deleted(replaced, seq)
                 self._db.set(n_rows=start + n, seq=seq, id_kind=kind)
             self._version = self._db.data_version()
             self._seq, self._id_kind = seq, kind
-            self._meta.apply(new_fields, rows, items)
+            self._meta.apply(prepared, rows)
             self._fields = self._db.fields()
             self._mirror.append(start, ids, replaced)
             end = self._n = start + n
@@ -272,16 +285,24 @@ class Collection:
                 self._layer.open(self._n, self._generation)
             self._maybe_checkpoint()
 
-    def delete(self, ids: Any) -> None:
-        """Delete items by id (every id must exist). Search stops returning them at once; :meth:`compact` frees space."""
+    def delete(self, ids: Any = None, *, filter: Filter | str | dict | None = None) -> int:
+        """Delete items by id (every id must exist) or every item matching ``filter`` (give one of the two); returns
+        how many were deleted. Search stops returning them at once; :meth:`compact` frees space."""
         owner = "Collection.delete"
         with self._mutex:
             self._begin(owner, write=True)
-            ids, _ = check_ids(ids, owner, self._id_kind)
-            self._mirror.require(ids, owner)
+            if (ids is None) == (filter is None):
+                raise InvalidInputError(f"{owner}: give ids or filter, got {'both' if ids is not None else 'neither'}. "
+                                        "Delete by id with delete(ids), or by metadata with delete(filter=...).")
+            if ids is not None:
+                ids, _ = check_ids(ids, owner, self._id_kind)
+                self._mirror.require(ids, owner)
+                rows = self._mirror.rows_of(ids)
+            else:
+                rows = np.flatnonzero(self._mask(as_filter(filter, owner), owner))
+                ids = self._mirror.ids_of(rows).tolist()
             if not ids:
-                return
-            rows = self._mirror.rows_of(ids)
+                return 0
             seq = self._seq + 1
             with self._db.transaction():
                 self._db.mark_deleted(rows, seq)
@@ -289,6 +310,7 @@ class Collection:
             self._version = self._db.data_version()
             self._seq = seq
             self._mirror.delete(ids)
+            return len(ids)
 
     def compact(self, *, progress: ProgressCallback | None = None) -> None:
         """Drop deleted rows for good: rewrite vectors and index as a new generation, then switch atomically.
@@ -316,16 +338,27 @@ class Collection:
                 if self._layer is not None:
                     self._layer.compact(keep, gen)
             except BaseException:
-                storage.remove_stale(self.path, self._generation, self._n)  # the unfinished generation's files
+                self._remove_stale()  # the unfinished generation's files
                 raise
             seq = self._seq + 1
             with self._db.transaction():
                 m = self._db.renumber(seq)
                 self._db.set(generation=gen, n_rows=m, seq=seq)
-            self._load()
-            storage.remove_stale(self.path, self._generation, self._n)
-            if self._layer is not None:
-                self._layer.remove_stale(self.path, self._generation)
+            self._load()  # moves this object's lease to the new generation
+            self._remove_stale()
+
+    def _remove_stale(self) -> None:
+        """(Writer) delete crash leftovers, and the files of every other generation that no reader holds a lease
+        on; the rest are remembered in ``_stale`` and retried at the next write, compaction or close."""
+        storage.remove_stale(self.path, self._generation, self._n)
+        files = storage.generation_files(self.path)
+        if self._layer is not None:
+            for generation, paths in self._layer.generation_files(self.path).items():
+                files.setdefault(generation, []).extend(paths)
+        for generation in leases.lease_generations(self.path):
+            files.setdefault(generation, [])
+        files.pop(self._generation, None)
+        self._stale = [g for g, paths in sorted(files.items()) if not leases.try_remove(self.path, g, paths)]
 
     def _maybe_checkpoint(self, force: bool = False) -> None:
         unsaved = self._index.ntotal - self._saved_rows
@@ -349,17 +382,23 @@ class Collection:
             try:
                 if self._lock.fd is not None:
                     self._maybe_checkpoint(force=True)
+                    if self._stale:
+                        self._remove_stale()
             finally:
+                self._lease.release()
                 self._lock.release()
                 self._db.close()
                 self._closed = True
 
     # ------------------------------------------------------------------ reads
-    def count(self) -> int:
-        """Number of live (not deleted) items."""
+    def count(self, filter: Filter | str | dict | None = None) -> int:
+        """Number of live (not deleted) items, or of those matching ``filter``."""
+        owner = "Collection.count"
         with self._mutex:
-            self._begin("Collection.count")
-            return len(self._mirror)
+            self._begin(owner)
+            if filter is None:
+                return len(self._mirror)
+            return int(self._mask(as_filter(filter, owner), owner).sum())
 
     def stats(self) -> dict:
         """Sizes: ``count`` live items and ``rows`` stored (deleted rows stay until :meth:`compact`); ``disk_bytes``
@@ -390,11 +429,73 @@ class Collection:
             return [{"id": i, "vector": np.array(self._vectors[r]), "metadata": self._meta.row(r), "text": texts.get(r)}
                     for i, r in zip(ids, rows)]
 
-    def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None) -> Hits:
+    def contains(self, ids: Any) -> np.ndarray:
+        """bool ``[n]``: which ``ids`` are live items (a cheap existence check: no vectors, no database read)."""
+        owner = "Collection.contains"
+        with self._mutex:
+            self._begin(owner)
+            ids, _ = check_ids(ids, owner, self._id_kind)
+            return np.fromiter((i in self._mirror.row_of for i in ids), dtype=bool, count=len(ids))
+
+    def scroll(self, filter: Filter | str | dict | None = None, limit: int = 100, cursor: Any = None, *,
+               include: tuple[str, ...] = ()) -> tuple[list[dict], Any]:
+        """One page of the live items matching ``filter``, in ascending id order: ``(items, next_cursor)``; each item
+        is ``{"id": ...}`` plus the ``include`` names (``"metadata"``, ``"text"``, ``"vector"``). Pass
+        ``next_cursor`` back as ``cursor`` for the next page; it is ``None`` after the last page. The cursor is the
+        last id listed, so concurrent writes never make a page repeat or skip an id that stayed (see
+        :mod:`embedlab.index.collection.operations`). ``limit``: at most
+        :data:`~embedlab.index.collection.operations.MAX_SCROLL_LIMIT`."""
+        owner = "Collection.scroll"
+        with self._mutex:
+            self._begin(owner)
+            node = as_filter(filter, owner)
+            limit = check_int(limit, owner, "limit", high=operations.MAX_SCROLL_LIMIT)
+            cursor = operations.check_cursor(cursor, self._id_kind, owner)
+            include = operations.check_include(include, owner, vectors_supported=self._layer is None)
+            mask = self._mask(node, owner) if node is not None else None
+            rows, more = operations.scroll(self._mirror, mask, limit, cursor)
+            ids = self._mirror.ids_of(rows).tolist()
+            _, extra = operations.fetch(rows.tolist(), include, self._meta, self._db, self._vectors)
+            return [{"id": i, **e} for i, e in zip(ids, extra)], (ids[-1] if more else None)
+
+    def update_metadata(self, ids: Any, metadata: list[dict | None], *, replace: bool = False) -> None:
+        """Change the metadata of existing items without resending vectors (durable at once, visible to readers).
+        ``metadata``: one dict per id; its keys are set (a ``None`` value removes the key) and other keys are kept,
+        or, with ``replace=True``, the dict becomes the item's whole metadata. Values are validated and typed as in
+        :meth:`add` (new fields are inferred, an int field widens to float); a rejected call changes nothing."""
+        owner = "Collection.update_metadata"
+        with self._mutex:
+            self._begin(owner, write=True)
+            ids, _ = check_ids(ids, owner, self._id_kind)
+            if not isinstance(replace, bool):
+                raise InvalidInputError(f"{owner}: replace must be a bool, got {replace!r}.")
+            prepared = self._meta.prepare(metadata, len(ids), owner)
+            self._mirror.require(ids, owner)
+            if not ids:
+                return
+            rows = self._mirror.rows_of(ids)
+            merged = prepared._replace(rows=operations.merge_updates(
+                self._meta.rows(rows.tolist()), metadata, prepared.rows, replace))
+            seq = self._seq + 1
+            with self._db.transaction():
+                self._db.add_fields(prepared.new_fields)
+                self._db.widen_fields(prepared.widened)
+                self._db.update_metadata(rows, merged.rows, seq)
+                self._db.set(seq=seq)
+            self._version = self._db.data_version()
+            self._seq = seq
+            self._meta.apply(merged, rows)
+            self._fields = self._db.fields()
+
+    def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
+               offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = ()) -> Hits:
         """Top-``k`` items per query. ``queries``: float ``[nq, dim]`` or a list of texts (needs an encoder);
         ``filter``: a :class:`Filter` or a filter string; ``ef``: efSearch (hnsw) / nprobe (ivf) before the planner
-        raises it for selective filters. Returns :class:`~embedlab.types.Hits` with the caller's ids (object array,
-        ``None``-padded), float32 scores (``-inf``-padded) and the planner's strategy per query."""
+        raises it for selective filters; ``offset``: skip the best ``offset`` hits (paging, at most
+        :data:`~embedlab.index.collection.operations.MAX_SEARCH_OFFSET`); ``min_score``: hits scoring below it
+        become padding; ``include``: any of ``"text"``, ``"metadata"``, ``"vector"`` to fill ``Hits.payload``.
+        Returns :class:`~embedlab.types.Hits` with the caller's ids (object array, ``None``-padded), float32 scores
+        (``-inf``-padded), the planner's strategy per query, and the payload when ``include`` asks for one."""
         owner = "Collection.search"
         with self._mutex:
             self._begin(owner)
@@ -403,18 +504,25 @@ class Collection:
             node = as_filter(filter, owner)
             if node is not None:
                 self._meta.validate(node, owner)
+            offset = operations.check_offset(offset, owner)
+            min_score = operations.check_min_score(min_score, owner)
+            include = operations.check_include(include, owner, vectors_supported=self._layer is None)
+            want = k + offset
             q_payload = None
             if self._layer is not None:
                 q, q_payload = self._layer.query(queries, owner)
                 q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
             else:
                 q = self._queries(queries, owner)
-            scores, rows, strategy = self._search_rows(q, k if self._layer is None else self._layer.candidates(k),
-                                                       node, ef)
+            scores, rows, strategy = self._search_rows(
+                q, want if self._layer is None else self._layer.candidates(want), node, ef)
             if self._layer is not None:
-                scores, rows = self._layer.rerank(q_payload, rows, k)
+                scores, rows = self._layer.rerank(q_payload, rows, want)
                 strategy = [s + "+rerank" for s in strategy]
-            return Hits(self._mirror.ids_of(rows), scores, tuple(strategy))
+            if offset or min_score is not None:
+                scores, rows = operations.page(scores, rows, offset, min_score)
+            payload = operations.payloads(rows, include, self._meta, self._db, self._vectors) if include else None
+            return Hits(self._mirror.ids_of(rows), scores, tuple(strategy), payload)
 
     def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None, nq: int = 1) -> dict:
         """What :meth:`search` would do for ``nq`` queries with this filter: strategy, allowed rows, selectivity,

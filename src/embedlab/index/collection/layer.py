@@ -48,8 +48,9 @@ class CollectionLayer(Protocol):
     def compact(self, keep_rows: np.ndarray, generation: int) -> None:
         """Write the files of ``generation`` holding only ``keep_rows`` (renumbered ``0..``) before the switch."""
 
-    def remove_stale(self, folder: Path, generation: int) -> None:
-        """Delete this layer's files of other generations (called by the writer after open and compaction)."""
+    def generation_files(self, folder: Path) -> dict[int, list[Path]]:
+        """This layer's files on disk by generation; the writer deletes those of old generations once no reader
+        holds their lease (see :mod:`embedlab.index.collection.leases`)."""
 
 
 LAYERS = {"multivector": MuveraLayer}

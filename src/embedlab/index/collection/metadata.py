@@ -4,19 +4,28 @@ Each field has one type, declared at ``Collection.create(schema=...)`` or inferr
 ``str``, ``int``, ``float``, ``bool`` or ``list[str]``. Strings are dictionary-encoded (int32 codes), so
 ``eq`` / ``in`` are vectorised integer compares; ``list[str]`` keeps (row, code) pairs for ``contains``.
 A filter evaluates to a boolean mask over every stored row, which gives the planner the exact selectivity.
+
+Typing rules: ints must fit in int64 (a larger int is refused, never rounded); an *inferred* ``int`` field that
+is later given a float widens to ``float`` for good (stored rows keep their values, now as floats, so ``n == 2``
+and ``n < 2.5`` mean what they meant; refused if a stored int is beyond 2**53, where a float would round it); a
+field *declared* ``int`` in the schema stays ``int``. Field names follow
+:data:`~embedlab.index.filters.syntax.FIELD_NAME` (any script: ``año``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from embedlab.errors import InvalidInputError, NotFoundError
-from embedlab.index.filters.ast import And, Compare, Contains, Exists, Filter, Not, Or, Range
+from embedlab.index.filters.ast import And, Compare, Contains, Exists, Filter, Not, Or, Range, check_field
+from embedlab.index.collection.storage import from_sql
+from embedlab.index.filters.syntax import INT64_MAX, INT64_MIN
 from embedlab.params import check_choice
 
 FIELD_TYPES = ("str", "int", "float", "bool", "list[str]")
+EXACT_FLOAT_INT = 2**53  # ints up to this magnitude survive a widening to float64 unchanged
 
 
 def infer_type(value: Any) -> str | None:
@@ -39,7 +48,8 @@ def _a(ftype: str) -> str:
 
 
 def coerce(value: Any, ftype: str) -> Any:
-    """``value`` as a plain Python value of ``ftype``, or raise ``TypeError`` (ints widen to float)."""
+    """``value`` as a plain Python value of ``ftype`` (ints widen to float), or raise ``TypeError`` whose message
+    is the expectation (``"an int"``, ``"a finite float"``, ``"an int that fits in int64 ..."``)."""
     got = infer_type(value)
     if got == ftype:
         if ftype == "list[str]":
@@ -48,10 +58,21 @@ def coerce(value: Any, ftype: str) -> Any:
             if not np.isfinite(value):
                 raise TypeError("a finite float")
             return float(value)
-        return value.item() if isinstance(value, np.generic) else value
+        value = value.item() if isinstance(value, np.generic) else value
+        if ftype == "int" and not INT64_MIN <= value <= INT64_MAX:
+            raise TypeError("an int that fits in int64 ([-2**63, 2**63 - 1]; a float such as 1e23 beyond)")
+        return value
     if ftype == "float" and got == "int":
         return float(value)
-    raise TypeError(ftype)
+    raise TypeError(_a(ftype))
+
+
+class Prepared(NamedTuple):
+    """A validated metadata batch: fields to add (name -> type), inferred int fields that widen to float, rows."""
+
+    new_fields: dict[str, str]
+    widened: list[str]
+    rows: list[dict[str, Any]]
 
 
 class Growable:
@@ -99,8 +120,11 @@ class Column:
         return c
 
     def set_rows(self, rows: np.ndarray, values: Sequence[Any]) -> None:
-        """Write already-coerced values (``None`` = missing) at ``rows`` (appended rows only grow the arrays)."""
+        """Write already-coerced values (``None`` = missing) at ``rows``: appended rows grow the arrays, stored rows
+        are overwritten (``update_metadata``)."""
         n = int(rows.max()) + 1 if len(rows) else 0
+        if self.ftype == "list[str]" and len(rows) and int(rows.min()) < self.present.n:
+            self._drop_entries(rows)
         if n > self.present.n:
             self.present.resize(n)
             if self.values is not None:
@@ -125,6 +149,29 @@ class Column:
         else:
             vals = [v if v is not None else self.values.fill for v in values]
         self.values.data[rows] = np.asarray(vals, dtype=self.values.data.dtype)
+
+    def _drop_entries(self, rows: np.ndarray) -> None:
+        """Forget the list entries of ``rows`` (before they are rewritten)."""
+        keep = ~np.isin(self.entry_rows.view(), rows)
+        if keep.all():
+            return
+        r, c = self.entry_rows.view()[keep], self.entry_codes.view()[keep]
+        self.entry_rows.n = self.entry_codes.n = len(r)
+        self.entry_rows.data[: len(r)], self.entry_codes.data[: len(c)] = r, c
+
+    def widen_blocker(self) -> int | None:
+        """A stored int that a float64 would round (blocks int -> float widening), or ``None``."""
+        vals = self.values.view()[self.present.view()]
+        big = vals[np.abs(vals) > EXACT_FLOAT_INT] if len(vals) else vals
+        return int(big[0]) if len(big) else None
+
+    def widen(self) -> None:
+        """int -> float in place: stored values become float64, missing ones the float fill (NaN)."""
+        old = self.values
+        self.ftype = "float"
+        self.values = Growable(np.float64, np.nan)
+        self.values.resize(old.n)
+        self.values.data[: old.n] = np.where(self.present.view()[: old.n], old.view(), np.nan) if old.n else []
 
     @staticmethod
     def _padded(g: Growable, n: int) -> np.ndarray:
@@ -200,15 +247,22 @@ class Column:
 class MetadataTable:
     """Every field's :class:`Column` plus the schema; validation happens before any state changes."""
 
-    def __init__(self, schema: dict[str, str] | None = None) -> None:
+    def __init__(self, schema: dict[str, str] | None = None, *, declared: Sequence[str] = ()) -> None:
         self.schema: dict[str, str] = {}
         self.columns: dict[str, Column] = {}
+        self.declared = set(declared) | set(schema or {})  # fields typed by Collection.create(schema=): never widened
         for name, ftype in (schema or {}).items():
             self.add_field(name, ftype)
 
     def add_field(self, name: str, ftype: str) -> None:
         self.schema[name] = ftype
         self.columns[name] = Column(ftype)
+
+    def widen(self, name: str) -> None:
+        """Make int field ``name`` a float field (after :meth:`prepare` said so, or another process did it)."""
+        if self.schema[name] == "int":
+            self.columns[name].widen()
+            self.schema[name] = "float"
 
     @staticmethod
     def check_schema(schema: Any, owner: str) -> dict[str, str]:
@@ -219,56 +273,116 @@ class MetadataTable:
         for name, ftype in schema.items():
             if not isinstance(name, str):
                 raise InvalidInputError(f"{owner}: schema keys must be field names (str), got {name!r}.")
-            Filter.exists(name)  # validates the name
+            check_field(name, owner, "schema keys")
             check_choice(ftype, FIELD_TYPES, owner, f"schema[{name!r}]")
         return dict(schema)
 
-    def prepare(self, metadata: Any, n: int, owner: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """Validate a batch: returns ``(new_fields, coerced rows)``; nothing is changed here."""
+    def prepare(self, metadata: Any, n: int, owner: str) -> Prepared:
+        """Validate a batch of ``n`` dicts (or ``None``) and type its values; nothing is changed here."""
         if metadata is None:
-            return {}, [{} for _ in range(n)]
-        if isinstance(metadata, dict) or not isinstance(metadata, Sequence) or len(metadata) != n:
+            return Prepared({}, [], [{} for _ in range(n)])
+        if isinstance(metadata, (dict, str)) or not isinstance(metadata, Sequence) or len(metadata) != n:
             got = f"a {type(metadata).__name__}" if not isinstance(metadata, Sequence) else f"{len(metadata)} items"
             raise InvalidInputError(
                 f"{owner}: metadata must be a list of {n} dicts (one per id) or None, got {got}.")
         new: dict[str, str] = {}
-        rows = []
-        for i, item in enumerate(metadata):
+        widened: list[str] = []
+        for i, item in enumerate(metadata):  # pass 1: every value's type, widening int fields that meet a float
             if item is None:
-                rows.append({})
                 continue
             if not isinstance(item, dict):
                 raise InvalidInputError(f"{owner}: metadata[{i}] must be a dict or None, got {type(item).__name__}.")
-            row = {}
             for key, value in item.items():
                 if not isinstance(key, str):
                     raise InvalidInputError(f"{owner}: metadata[{i}] keys must be str, got {key!r}.")
                 if value is None:
                     continue
-                ftype = self.schema.get(key) or new.get(key)
+                ftype = new.get(key) or self.schema.get(key)
+                got = infer_type(value)
                 if ftype is None:
-                    Filter.exists(key)  # validates the name
-                    ftype = infer_type(value)
-                    if ftype is None:
+                    check_field(key, owner, f"metadata[{i}] keys")
+                    if got is None:
                         raise InvalidInputError(
                             f"{owner}: metadata[{i}][{key!r}] must be a str, int, float, bool or list of str, got "
                             f"{type(value).__name__}. Convert it to one of those types.")
-                    new[key] = ftype
+                    new[key] = got
+                elif ftype == "int" and got == "float" and key not in self.declared and key not in widened:
+                    if key in new:  # a field this batch introduces
+                        new[key] = "float"
+                        continue
+                    blocker = self.columns[key].widen_blocker()
+                    if blocker is not None:
+                        raise InvalidInputError(
+                            f"{owner}: metadata[{i}][{key!r}] must be an int (the field holds {blocker}, which a "
+                            f"float would round, so it cannot widen to float), got float {value!r}. Store it "
+                            "as an int or in a new field.")
+                    widened.append(key)
+        rows = []
+        for i, item in enumerate(metadata):  # pass 2: coerce to the (possibly widened) types
+            row = {}
+            for key, value in (item or {}).items():
+                if value is None:
+                    continue
+                ftype = new.get(key) or ("float" if key in widened else self.schema[key])
                 try:
                     row[key] = coerce(value, ftype)
                 except TypeError as exc:
-                    what = "a finite float" if str(exc) == "a finite float" else _a(ftype)
+                    hint = (" Every value of a field has one type." if "int64" not in str(exc) else
+                            " Store it as a float or a str.")
                     raise InvalidInputError(
-                        f"{owner}: metadata[{i}][{key!r}] must be {what} (the field's type), got "
-                        f"{type(value).__name__} {value!r}. Every value of a field has one type.") from None
+                        f"{owner}: metadata[{i}][{key!r}] must be {exc} (the field's type), got "
+                        f"{type(value).__name__} {value!r}.{hint}") from None
             rows.append(row)
-        return new, rows
+        return Prepared(new, widened, rows)
 
-    def apply(self, new_fields: dict[str, str], rows: np.ndarray, items: list[dict[str, Any]]) -> None:
-        for name, ftype in new_fields.items():
+    def apply(self, prepared: Prepared, rows: np.ndarray) -> None:
+        """Commit a :meth:`prepare` d batch to memory at ``rows`` (after the database committed it)."""
+        for name, ftype in prepared.new_fields.items():
             self.add_field(name, ftype)
+        for name in prepared.widened:
+            self.widen(name)
         for name, col in self.columns.items():
-            col.set_rows(rows, [item.get(name) for item in items])
+            col.set_rows(rows, [item.get(name) for item in prepared.rows])
+
+    def sync_fields(self, fields: Sequence[tuple[str, str, str]]) -> None:
+        """Follow the database's ``(name, type, col)`` fields: add new ones, widen int fields it widened."""
+        for name, ftype, _ in fields:
+            if name not in self.schema:
+                self.add_field(name, ftype)
+            elif self.schema[name] != ftype:
+                self.widen(name)
+
+    def ingest(self, fields: Sequence[tuple[str, str, str]], records: Sequence[tuple]) -> None:
+        """Write database records ``(row, id, deleted, *field values)`` (new rows or rewritten ones) into memory."""
+        if not records:
+            return
+        rows = np.fromiter((r[0] for r in records), dtype=np.int64, count=len(records))
+        for j, (name, ftype, _) in enumerate(fields):
+            self.columns[name].set_rows(rows, [from_sql(r[3 + j], ftype) for r in records])
+
+    def rows(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """:meth:`row` for many rows at once (one pass over each list field, not one per row)."""
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        if not len(rows):
+            return out
+        idx = np.asarray(rows, dtype=np.int64)
+        for name, col in self.columns.items():
+            inside = idx < col.present.n
+            present = np.zeros(len(idx), dtype=bool)
+            present[inside] = col.present.data[idx[inside]]
+            if col.ftype == "list[str]":
+                er, ec = col.entry_rows.view(), col.entry_codes.view()
+                sel = np.isin(er, idx[present])
+                lists: dict[int, list[str]] = {}
+                for r, c in zip(er[sel].tolist(), ec[sel].tolist()):
+                    lists.setdefault(r, []).append(col.words[c])
+                for j in np.flatnonzero(present).tolist():
+                    out[j][name] = lists.get(int(idx[j]), [])
+                continue
+            vals = col.values.data[idx[present]].tolist()
+            for j, v in zip(np.flatnonzero(present).tolist(), vals):
+                out[j][name] = col.words[v] if col.ftype == "str" else v
+        return out
 
     def row(self, r: int) -> dict[str, Any]:
         out = {}

@@ -11,12 +11,14 @@ Layout (nothing pickled)::
     vectors-<generation>.f32   raw little-endian float32 [capacity, dim]; rows >= n_rows are garbage
     index-<generation>-<n>.faiss  a checkpoint of the ANN index covering rows 0..n-1 (derived data)
     writer.lock                flock()ed by the single writer process
+    lease-<generation>.lock    flock()ed shared by every open snapshot of that generation (see .leases)
 
 Protocol for one acknowledged batch: (1) the vectors are written past ``n_rows`` and fsynced; (2) one
 SQLite transaction inserts the rows, any new fields and the new ``n_rows``. A crash before (2) commits
 leaves ``n_rows`` unchanged, so the batch is wholly absent; after it, wholly present. The faiss index is a
 cache: on open, the newest checkpoint is loaded and rows past it are re-added from the vectors file.
-``compact`` writes a new generation of files, then switches ``generation`` in one transaction.
+``compact`` writes a new generation of files, then switches ``generation`` in one transaction; the old
+generation's files are deleted once no reader holds its lease (:mod:`embedlab.index.collection.leases`).
 """
 
 from __future__ import annotations
@@ -145,6 +147,10 @@ class Database:
     def settings(self) -> dict[str, Any]:
         return dict(self.conn.execute("SELECT key, value FROM settings").fetchall())
 
+    def generation(self) -> int:
+        """The committed generation, read afresh."""
+        return self.conn.execute("SELECT value FROM settings WHERE key = 'generation'").fetchone()[0]
+
     def data_version(self) -> int:
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
@@ -207,6 +213,19 @@ class Database:
 
     def _typed_fields(self) -> list[tuple[str, str, str]]:
         return [(n, _SQL_TYPES[t], c) for n, t, c in self.fields()]
+
+    def widen_fields(self, names: list[str]) -> None:
+        """Int fields ``names`` become float fields (stored ints are read back as floats; see ``from_sql``)."""
+        self.conn.executemany("UPDATE fields SET type = 'float' WHERE name = ? AND type = 'int'",
+                              [(n,) for n in names])
+
+    def update_metadata(self, rows: np.ndarray, items: list[dict], seq: int) -> None:
+        """Rewrite every field value of stored ``rows`` (``seq`` bumped so readers re-read them)."""
+        fields = self.fields()
+        sets = ", ".join([*(f"{c} = ?" for _, _, c in fields), "seq = ?"])
+        self.conn.executemany(f"UPDATE items SET {sets} WHERE row = ?",
+                              [(*(_to_sql(item.get(name), ftype) for name, ftype, _ in fields), seq, row)
+                               for row, item in zip(rows.tolist(), items)])
 
     def close(self) -> None:
         self.conn.close()
@@ -276,13 +295,23 @@ def index_files(folder: Path, generation: int) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def generation_files(folder: Path) -> dict[int, list[Path]]:
+    """The vectors file and index checkpoints on disk, by generation."""
+    out: dict[int, list[Path]] = {}
+    for p in folder.iterdir():
+        m = re.fullmatch(r"vectors-(\d+)\.f32", p.name) or re.fullmatch(r"index-(\d+)-\d+\.faiss", p.name)
+        if m:
+            out.setdefault(int(m.group(1)), []).append(p)
+    return out
+
+
 def remove_stale(folder: Path, generation: int, n_rows: int) -> None:
-    """Delete files a crash or a finished compaction left behind (only the writer calls this)."""
+    """Delete what a crash left behind in the current ``generation`` (writes aside never renamed, checkpoints
+    past ``n_rows``) and its checkpoints older than the newest; only the writer calls this. Other generations'
+    files go through :func:`embedlab.index.collection.leases.try_remove` (readers may still use them)."""
     keep_index = [p for rows, p in index_files(folder, generation) if rows <= n_rows][-1:]
     for p in folder.iterdir():
         stale = ".tmp" in p.name  # a write aside (embedlab.files.replacing) that never got renamed
-        m = re.fullmatch(r"vectors-(\d+)\.f32", p.name)
-        stale |= bool(m) and int(m.group(1)) != generation
-        stale |= bool(re.fullmatch(r"index-\d+-\d+\.faiss", p.name)) and p not in keep_index
+        stale |= bool(re.fullmatch(rf"index-{generation}-\d+\.faiss", p.name)) and p not in keep_index
         if stale:
             p.unlink(missing_ok=True)

@@ -9,67 +9,107 @@ while ``Filter.ne("pos", "noun")`` keeps only documents that have ``pos`` and di
 
 ``Filter.parse`` reads the string syntax of :mod:`embedlab.index.filters.syntax` (parsed without ``eval``
 into the ``to_dict`` form, then built by :meth:`Filter.from_dict`).
+
+Limits (every way of building a filter checks them, with a clear error): field names are a letter or ``_``
+(any script: ``año`` is fine) then letters, digits, ``_``, ``.``, ``-``; int literals fit in int64
+(:data:`~embedlab.index.filters.syntax.INT64_MIN` .. ``INT64_MAX``; write a float such as ``1e23`` beyond);
+a filter nests at most :data:`~embedlab.index.filters.syntax.MAX_FILTER_DEPTH` ``and``/``or``/``not`` levels
+(a chain ``a or b or c ...`` is one level) and holds at most
+:data:`~embedlab.index.filters.syntax.MAX_FILTER_TERMS` conditions; a filter string is at most
+:data:`~embedlab.index.filters.syntax.MAX_FILTER_CHARS` characters.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterable
 
 from embedlab.errors import InvalidInputError
 from embedlab.index.filters import syntax
-from embedlab.index.filters.syntax import Scalar
+from embedlab.index.filters.syntax import (
+    FIELD_NAME, INT64_MAX, INT64_MIN, MAX_FILTER_DEPTH, MAX_FILTER_TERMS, Scalar)
 
 
-def _check_field(field: Any, method: str) -> str:
-    if not isinstance(field, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", field):
+def check_field(field: Any, owner: str, param: str = "field") -> str:
+    """``field`` if it is a valid metadata field name (the one rule for filters and stored metadata)."""
+    if not isinstance(field, str) or not FIELD_NAME.fullmatch(field):
         raise InvalidInputError(
-            f"Filter.{method}: field must be a metadata field name (letters, digits, '_', '.', '-'), got {field!r}."
-        )
+            f"{owner}: {param} must be a metadata field name (a letter or '_', then letters, digits, '_', '.', '-'), "
+            f"got {field!r}.")
     return field
 
 
-def _check_scalar(value: Any, method: str, what: str = "value") -> Scalar:
+def check_int64(value: int, owner: str, param: str) -> int:
+    """``value`` if it fits in int64 (what stored int fields and int filter values hold)."""
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidInputError(
+            f"{owner}: {param} must be an int that fits in int64 ([-2**63, 2**63 - 1]), got {value}. "
+            "Write it as a float (e.g. 1e23) to compare with a float field.")
+    return value
+
+
+def _check_scalar(value: Any, owner: str, param: str = "value") -> Scalar:
     if isinstance(value, bool) or isinstance(value, (str, int, float)):
         if isinstance(value, float) and value != value:
-            raise InvalidInputError(f"Filter.{method}: {what} must not be NaN, got nan.")
+            raise InvalidInputError(f"{owner}: {param} must not be NaN, got nan.")
+        if isinstance(value, int) and not isinstance(value, bool):
+            check_int64(value, owner, param)
         return value
     import numpy as np
 
     if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
-        return value.item()
+        return _check_scalar(value.item(), owner, param)
     raise InvalidInputError(
-        f"Filter.{method}: {what} must be a str, int, float or bool, got {type(value).__name__} {value!r}."
-    )
+        f"{owner}: {param} must be a str, int, float or bool, got {type(value).__name__} {value!r}.")
+
+
+def _in(field: Any, values: Any, owner: str, param: str = "values", field_param: str = "field") -> "Filter":
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{owner}: {param} must be a list of scalars, got {type(values).__name__}.")
+    values = tuple(_check_scalar(v, owner, param) for v in values)
+    if not values:
+        raise InvalidInputError(f"{owner}: {param} must be a non-empty list, got []. Use a filter that is false.")
+    return In(check_field(field, owner, field_param), values)
+
+
+def _range(field: Any, lower: Any, upper: Any, include_lower: bool, include_upper: bool, owner: str,
+           path: str | None = None) -> "Filter":
+    """A :class:`Range`; ``path`` names the ``from_dict`` node (its keys are then named in errors)."""
+    field_param, lower_param, upper_param = (("field", "lower bound", "upper bound") if path is None else
+                                             (f"{path}['field']", f"{path}['lower']", f"{path}['upper']"))
+    if lower is None and upper is None:
+        raise InvalidInputError(f"{owner}: bounds must include at least one of gt, ge, lt, le, got none." if path is None
+                                else f"{owner}: {path} must have a 'lower' or an 'upper' bound, got neither.")
+    for name, v in ((lower_param, lower), (upper_param, upper)):
+        if v is not None and (isinstance(v, (bool, str)) or not isinstance(_check_scalar(v, owner, name), (int, float))):
+            raise InvalidInputError(f"{owner}: {name} must be an int or float, got {type(v).__name__} {v!r}.")
+    return Range(check_field(field, owner, field_param), lower, upper, lower is not None and include_lower,
+                 upper is not None and include_upper)
 
 
 class Filter:
     """Base of every filter node; build them with the static constructors and combine with ``& | ~``."""
 
     __slots__ = ()
+    depth = 0  # and/or/not levels above the deepest condition (a condition alone is 0); see MAX_FILTER_DEPTH
+    terms = 1  # conditions (leaves) in the tree; see MAX_FILTER_TERMS
 
     # ---------------------------------------------------------------- constructors
     @staticmethod
     def eq(field: str, value: Scalar) -> "Filter":
         """Documents whose ``field`` equals ``value``."""
-        return Compare(_check_field(field, "eq"), "==", _check_scalar(value, "eq"))
+        return Compare(check_field(field, "Filter.eq"), "==", _check_scalar(value, "Filter.eq"))
 
     @staticmethod
     def ne(field: str, value: Scalar) -> "Filter":
         """Documents that have ``field`` and whose value differs from ``value``."""
-        return Compare(_check_field(field, "ne"), "!=", _check_scalar(value, "ne"))
+        return Compare(check_field(field, "Filter.ne"), "!=", _check_scalar(value, "Filter.ne"))
 
     @staticmethod
     def in_(field: str, values: Iterable[Scalar]) -> "Filter":
         """Documents whose ``field`` equals one of ``values`` (a non-empty list)."""
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise InvalidInputError(f"Filter.in_: values must be a list of scalars, got {type(values).__name__}.")
-        values = tuple(_check_scalar(v, "in_", "values") for v in values)
-        if not values:
-            raise InvalidInputError("Filter.in_: values must be a non-empty list, got []. Use a filter that is false.")
-        return In(_check_field(field, "in_"), values)
+        return _in(field, values, "Filter.in_")
 
     @staticmethod
     def range(field: str, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
@@ -77,24 +117,18 @@ class Filter:
         """Documents whose numeric ``field`` lies in the bounds (``ge``/``le`` inclusive, ``gt``/``lt`` exclusive)."""
         if gt is not None and ge is not None or lt is not None and le is not None:
             raise InvalidInputError("Filter.range: give at most one lower bound (gt or ge) and one upper (lt or le).")
-        lower, upper = (gt if gt is not None else ge), (lt if lt is not None else le)
-        if lower is None and upper is None:
-            raise InvalidInputError("Filter.range: bounds must include at least one of gt, ge, lt, le, got none.")
-        for name, v in (("lower bound", lower), ("upper bound", upper)):
-            if v is not None and (isinstance(v, (bool, str)) or not isinstance(_check_scalar(v, "range", name), (int, float))):
-                raise InvalidInputError(f"Filter.range: {name} must be an int or float, got {type(v).__name__} {v!r}.")
-        return Range(_check_field(field, "range"), lower, upper, lower is not None and ge is not None,
-                     upper is not None and le is not None)
+        return _range(field, gt if gt is not None else ge, lt if lt is not None else le, ge is not None,
+                      le is not None, "Filter.range")
 
     @staticmethod
     def contains(field: str, value: str) -> "Filter":
         """Documents whose list-of-str ``field`` contains ``value``."""
-        return Contains(_check_field(field, "contains"), _check_scalar(value, "contains"))
+        return Contains(check_field(field, "Filter.contains"), _check_scalar(value, "Filter.contains"))
 
     @staticmethod
     def exists(field: str) -> "Filter":
         """Documents that have ``field``."""
-        return Exists(_check_field(field, "exists"))
+        return Exists(check_field(field, "Filter.exists"))
 
     @staticmethod
     def parse(text: str) -> "Filter":
@@ -102,32 +136,12 @@ class Filter:
         :class:`~embedlab.index.filters.syntax.FilterSyntaxError` points at the column (1-based)."""
         if not isinstance(text, str):
             raise InvalidInputError(f"Filter.parse: text must be a str, got {type(text).__name__}.")
-        return Filter.from_dict(syntax.parse(text))
+        return _from_dict(syntax.parse(text), "Filter.parse", "filter", 0)
 
     @staticmethod
     def from_dict(data: dict) -> "Filter":
-        """Inverse of :meth:`to_dict`."""
-        if not isinstance(data, dict) or "op" not in data:
-            raise InvalidInputError(f"Filter.from_dict: data must be a dict with an 'op' key, got {data!r}.")
-        op = data["op"]
-        if op in ("and", "or"):
-            children = tuple(Filter.from_dict(c) for c in data["children"])
-            return And(children) if op == "and" else Or(children)
-        if op == "not":
-            return Not(Filter.from_dict(data["child"]))
-        if op in ("==", "!="):
-            return (Filter.eq if op == "==" else Filter.ne)(data["field"], data["value"])
-        if op == "in":
-            return Filter.in_(data["field"], data["values"])
-        if op == "range":
-            lo, hi = data.get("lower"), data.get("upper")
-            return Filter.range(data["field"], **({"ge" if data.get("include_lower") else "gt": lo} if lo is not None else {}),
-                                **({"le" if data.get("include_upper") else "lt": hi} if hi is not None else {}))
-        if op == "contains":
-            return Filter.contains(data["field"], data["value"])
-        if op == "exists":
-            return Filter.exists(data["field"])
-        raise InvalidInputError(f"Filter.from_dict: op must be a known operator, got {op!r}.")
+        """Inverse of :meth:`to_dict`; every error names the offending key (``data['children'][2]['field']``)."""
+        return _from_dict(data, "Filter.from_dict", "data", 0)
 
     # ---------------------------------------------------------------- combinators
     def __and__(self, other: "Filter") -> "Filter":
@@ -165,6 +179,62 @@ class Filter:
         raise NotImplementedError  # pragma: no cover
 
 
+_KEYS = {"and": {"children"}, "or": {"children"}, "not": {"child"}, "==": {"field", "value"},
+         "!=": {"field", "value"}, "in": {"field", "values"}, "contains": {"field", "value"}, "exists": {"field"},
+         "range": {"field", "lower", "upper", "include_lower", "include_upper"}}
+_OPTIONAL = {"range": {"lower", "upper", "include_lower", "include_upper"}}
+
+
+def _from_dict(data: Any, owner: str, path: str, depth: int) -> Filter:
+    """Build one node of the ``to_dict`` form at ``path`` (``depth`` and/or/not levels above it)."""
+    if not isinstance(data, dict) or "op" not in data:
+        got = f"a dict without 'op' (keys {sorted(map(str, data))})" if isinstance(data, dict) else \
+            f"{type(data).__name__} {data!r:.80}"
+        raise InvalidInputError(f"{owner}: {path} must be a dict with an 'op' key, got {got}.")
+    op = data["op"]
+    if not isinstance(op, str) or op not in _KEYS:
+        raise InvalidInputError(f"{owner}: {path}['op'] must be one of {sorted(_KEYS)}, got {op!r}.")
+    keys = set(data) - {"op"}
+    required = _KEYS[op] - _OPTIONAL.get(op, set())
+    if required - keys:
+        raise InvalidInputError(f"{owner}: {path} must have the key {sorted(required - keys)[0]!r} for op {op!r}, "
+                                f"got keys {sorted(map(str, data))}.")
+    if keys - _KEYS[op]:
+        raise InvalidInputError(f"{owner}: {path} must only have the keys {sorted(_KEYS[op] | {'op'})} for op "
+                                f"{op!r}, got the extra key {sorted(map(str, keys - _KEYS[op]))[0]!r}.")
+    if op in ("and", "or", "not"):
+        if depth >= MAX_FILTER_DEPTH:
+            raise InvalidInputError(
+                f"{owner}: {path} must nest at most {MAX_FILTER_DEPTH} and/or/not levels, got more. Flatten the "
+                "expression (a chain a or b or c is one level) or use in [...].")
+        if op == "not":
+            return Not(_from_dict(data["child"], owner, f"{path}['child']", depth + 1))
+        children = data["children"]
+        if not isinstance(children, (list, tuple)) or not children:
+            got = "[]" if isinstance(children, (list, tuple)) else f"{type(children).__name__} {children!r:.80}"
+            raise InvalidInputError(f"{owner}: {path}['children'] must be a non-empty list of filters, got {got}.")
+        if len(children) > MAX_FILTER_TERMS:
+            raise InvalidInputError(f"{owner}: {path}['children'] must hold at most {MAX_FILTER_TERMS} filters, got "
+                                    f"{len(children)}. Use in [...] for long lists of values.")
+        built = tuple(_from_dict(c, owner, f"{path}['children'][{i}]", depth + 1) for i, c in enumerate(children))
+        return And(built) if op == "and" else Or(built)
+    fld = data["field"]
+    fparam = f"{path}['field']"
+    if op in ("==", "!="):
+        return Compare(check_field(fld, owner, fparam), op, _check_scalar(data["value"], owner, f"{path}['value']"))
+    if op == "in":
+        return _in(fld, data["values"], owner, f"{path}['values']", fparam)
+    if op == "range":
+        for key in ("include_lower", "include_upper"):
+            if not isinstance(data.get(key, False), bool):
+                raise InvalidInputError(f"{owner}: {path}[{key!r}] must be a bool, got {data[key]!r}.")
+        return _range(fld, data.get("lower"), data.get("upper"), data.get("include_lower", False),
+                      data.get("include_upper", False), owner, path)
+    if op == "contains":
+        return Contains(check_field(fld, owner, fparam), _check_scalar(data["value"], owner, f"{path}['value']"))
+    return Exists(check_field(fld, owner, fparam))
+
+
 def _check_filter(value: Any, op: str) -> None:
     if not isinstance(value, Filter):
         raise InvalidInputError(f"Filter.{op}: operand must be a Filter, got {type(value).__name__}.")
@@ -178,10 +248,8 @@ def _lit(v: Scalar) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return json.dumps(v)
+        return json.dumps(v, ensure_ascii=False)
     return repr(v)
-
-
 @dataclass(frozen=True, eq=True)
 class Compare(Filter):
     field: str
@@ -254,6 +322,13 @@ class Exists(Filter):
 @dataclass(frozen=True, eq=True)
 class And(Filter):
     children: tuple[Filter, ...]
+    depth: int = dc_field(init=False, repr=False, compare=False, default=0)
+    terms: int = dc_field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        if not self.children:
+            raise InvalidInputError("Filter: and must have at least one child, got none.")
+        _check_shape(self, self.children)
 
     def to_dict(self) -> dict:
         return {"op": "and", "children": [c.to_dict() for c in self.children]}
@@ -265,6 +340,13 @@ class And(Filter):
 @dataclass(frozen=True, eq=True)
 class Or(Filter):
     children: tuple[Filter, ...]
+    depth: int = dc_field(init=False, repr=False, compare=False, default=0)
+    terms: int = dc_field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        if not self.children:
+            raise InvalidInputError("Filter: or must have at least one child, got none.")
+        _check_shape(self, self.children)
 
     def to_dict(self) -> dict:
         return {"op": "or", "children": [c.to_dict() for c in self.children]}
@@ -276,12 +358,35 @@ class Or(Filter):
 @dataclass(frozen=True, eq=True)
 class Not(Filter):
     child: Filter
+    depth: int = dc_field(init=False, repr=False, compare=False, default=0)
+    terms: int = dc_field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        _check_shape(self, (self.child,))
 
     def to_dict(self) -> dict:
         return {"op": "not", "child": self.child.to_dict()}
 
     def to_text(self) -> str:
         return f"not {self.child.to_text()}" if not isinstance(self.child, (And, Or)) else f"not {self.child.to_text()}"
+
+
+def _check_shape(node: Filter, children: tuple) -> None:
+    """Cache ``depth`` and ``terms`` of an and/or/not node and enforce the limits (O(children), once per node)."""
+    for c in children:
+        if not isinstance(c, Filter):
+            raise InvalidInputError(f"Filter: children must be Filters, got {type(c).__name__}.")
+    depth = 1 + max(c.depth for c in children)
+    terms = sum(c.terms for c in children)
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidInputError(
+            f"Filter: filters must nest at most {MAX_FILTER_DEPTH} and/or/not levels, got {depth}. Flatten the "
+            "expression (a chain a | b | c is one level) or use Filter.in_.")
+    if terms > MAX_FILTER_TERMS:
+        raise InvalidInputError(f"Filter: filters must hold at most {MAX_FILTER_TERMS} conditions, got {terms}. "
+                                "Use Filter.in_ for long lists of values.")
+    object.__setattr__(node, "depth", depth)
+    object.__setattr__(node, "terms", terms)
 
 
 def as_filter(value: Any, owner: str) -> Filter | None:

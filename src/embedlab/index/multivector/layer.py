@@ -14,13 +14,15 @@ Files per generation ``g`` (raw little-endian, memory-mapped read-only):
 Appends write the tokens and then the ends (each fsynced) past the committed rows, before the collection's
 SQLite commit; :meth:`MuveraLayer.open` reads only the ends of committed rows, so a crash mid-batch
 leaves bytes that the next append overwrites. A new generation's files (creation, compaction) are written
-aside and renamed into place (:func:`embedlab.files.replacing`).
+aside and renamed into place (:func:`embedlab.files.replacing`); an old generation's are deleted by the collection
+once no reader holds that generation's lease (:mod:`embedlab.index.collection.leases`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -177,12 +179,14 @@ class MuveraLayer:
         rows, offsets = token_rows(docs.offsets, keep_rows)
         self._write_files(generation, MultiVectors(np.asarray(docs.vectors[rows], dtype=self._dtype), offsets))
 
-    def remove_stale(self, folder: Path, generation: int) -> None:
-        keep = {p.name for p in self._paths(generation)}
-        for pattern in (f"tokens-*.{self._suffix}", "token-ends-*.i64"):
-            for path in Path(folder).glob(pattern):
-                if path.name not in keep:
-                    path.unlink(missing_ok=True)
+    def generation_files(self, folder: Path) -> dict[int, list[Path]]:
+        out: dict[int, list[Path]] = {}
+        for pattern in (rf"tokens-(\d+)\.{self._suffix}", r"token-ends-(\d+)\.i64"):
+            for path in Path(folder).iterdir():
+                m = re.fullmatch(pattern, path.name)
+                if m:
+                    out.setdefault(int(m.group(1)), []).append(path)
+        return out
 
     def __repr__(self) -> str:
         return f"MuveraLayer({json.dumps(self._config)})"
