@@ -94,19 +94,25 @@ class Hits:
     ``ids`` is ``[nq, k]`` (int64 positions padded with -1, or the caller's ids padded with ``None``
     in an object array), ``scores`` is float32 ``[nq, k]`` padded with ``-inf``. ``strategy`` names
     how each query was answered (e.g. the filter planner's choice), one string per query, or is empty.
+    ``payload`` is ``None`` unless asked for (``Collection.search(..., include=("text", "metadata"))``):
+    then one list per query, aligned with ``ids``: ``payload[i][j]`` is a dict holding the included
+    names (``"text"``, ``"metadata"``, ``"vector"``) for hit ``ids[i, j]``, or ``None`` for padding.
     """
 
     ids: np.ndarray
     scores: np.ndarray
     strategy: tuple[str, ...] = field(default=())
+    payload: tuple[list, ...] | list | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> "Hits":
-        """The hits of query ``i``: a ``Hits`` whose ``ids`` and ``scores`` are 1-D ``[k]``, padding dropped."""
+        """The hits of query ``i``: a ``Hits`` whose ``ids`` and ``scores`` are 1-D ``[k]``, padding dropped (and
+        ``payload``, when present, that query's list of dicts)."""
         if self.ids.ndim != 2:
             raise InvalidInputError("Hits: already a single query's hits; index the arrays directly.")
         keep = np.isfinite(self.scores[i])
         strategy = (self.strategy[i],) if self.strategy else ()
-        return Hits(self.ids[i][keep], self.scores[i][keep], strategy)
+        payload = None if self.payload is None else [p for p, k in zip(self.payload[i], keep.tolist()) if k]
+        return Hits(self.ids[i][keep], self.scores[i][keep], strategy, payload)
