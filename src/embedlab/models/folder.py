@@ -208,7 +208,7 @@ def _read_pooling(config: dict, file: Path, *, overridden: bool) -> tuple[Poolin
     include_prompt = config.get("include_prompt", True)
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     if not isinstance(include_prompt, bool) or not (dim is None or (isinstance(dim, int) and dim > 0)) \
-            or not isinstance(modes, list) or not modes:
+            or not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes):
         raise DataFormatError(
             f"Encoder.load: {file} must hold a pooling_mode, a boolean include_prompt and a positive "
             f"embedding_dimension, got {config!r}. Re-save the model with sentence-transformers."

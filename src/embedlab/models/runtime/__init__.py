@@ -48,6 +48,9 @@ class Runtime(Protocol):
     """Whether ``layer=L`` (the hidden state after block ``L``) is honoured; a runtime without it takes only None."""
     config: Any
     """The transformers config: ``hidden_size`` (d) and ``num_hidden_layers``."""
+    dim: int
+    """Width of :meth:`embed`'s vectors: a Dense head's output width, else ``hidden_size`` (the encoder falls
+    back to ``hidden_size`` for a runtime without it)."""
     threads: int | None
 
     @property
@@ -57,13 +60,16 @@ class Runtime(Protocol):
         """The settings a run of batches needs (entered once around all of an ``encode`` call's batches)."""
 
     def embed(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
-        """Pooled, unnormalised float32 ``[b, d]`` for one padded batch (int64 arrays ``[b, t]``)."""
+        """Pooled, unnormalised float32 ``[b, dim]`` for one padded batch (int64 arrays ``[b, t]``); an optional
+        ``pooling_mask`` feature replaces the attention mask for the pooling only."""
 
     def token_states(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
         """Token states, float32 ``[b, t, d]``, for one padded batch."""
 
-    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int) -> str:
-        """A hex digest of the weights and these text settings; it keys embedding caches on disk."""
+    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int,
+                    include_prompt: bool = True) -> str:
+        """A hex digest of the weights and these text settings; it keys embedding caches on disk (the encoder
+        passes ``include_prompt`` only when False)."""
 
 
 __all__ = ["Backend", "Precision", "Runtime"]
