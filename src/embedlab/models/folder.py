@@ -146,6 +146,9 @@ def read_folder(path: Path, pooling: Pooling | None = None) -> FolderConfig:
         module_dir = path / str(entry.get("path", ""))
         config_file = module_dir / "config.json"
         config = _read_json(config_file, "Encoder.load") if kind != "Normalize" or config_file.exists() else {}
+        if not isinstance(config, dict):
+            raise DataFormatError(f"Encoder.load: {config_file} must hold a JSON object, got {config!r:.100}. "
+                                  "Re-save the model with sentence-transformers.")
         if kind == "Pooling":
             folder_mode, include_prompt, pooling_dim = _read_pooling(config, config_file, overridden=pooling is not None)
             mode = pooling or folder_mode
