@@ -97,7 +97,8 @@ def test_ints_beyond_int64_are_refused_and_nothing_changes(col, value):
     before = state(col)
     for metadata in ([{"n": value}], [{"m": value}]):  # an existing int field, and a new field
         with pytest.raises(InvalidInputError, match=r"^Collection.add: metadata\[0\]\['\w'\] must be an int that fits "
-                                                    r"in int64 .*Store it as a float or a str\."):
+                                                    r"in int64 \(\[-2\*\*63, 2\*\*63 - 1\]\), got int -?\d+\. "
+                                                    r"Store it as a float \(e.g. 1e23\) or a str\."):
             col.add(["b"], vecs(1, 1), metadata=metadata)
         assert state(col) == before
     col.add(["b"], vecs(1, 1), metadata=[{"n": 2**63 - 1}])

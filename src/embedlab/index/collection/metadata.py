@@ -60,7 +60,7 @@ def coerce(value: Any, ftype: str) -> Any:
             return float(value)
         value = value.item() if isinstance(value, np.generic) else value
         if ftype == "int" and not INT64_MIN <= value <= INT64_MAX:
-            raise TypeError("an int that fits in int64 ([-2**63, 2**63 - 1]; a float such as 1e23 beyond)")
+            raise TypeError("an int that fits in int64 ([-2**63, 2**63 - 1])")
         return value
     if ftype == "float" and got == "int":
         return float(value)
@@ -327,11 +327,11 @@ class MetadataTable:
                 try:
                     row[key] = coerce(value, ftype)
                 except TypeError as exc:
-                    hint = (" Every value of a field has one type." if "int64" not in str(exc) else
-                            " Store it as a float or a str.")
+                    what, hint = ((f"{exc} (the field's type)", "Every value of a field has one type.")
+                                  if "int64" not in str(exc) else (str(exc), "Store it as a float (e.g. 1e23) or a str."))
                     raise InvalidInputError(
-                        f"{owner}: metadata[{i}][{key!r}] must be {exc} (the field's type), got "
-                        f"{type(value).__name__} {value!r}.{hint}") from None
+                        f"{owner}: metadata[{i}][{key!r}] must be {what}, got {type(value).__name__} {value!r}. "
+                        f"{hint}") from None
             rows.append(row)
         return Prepared(new, widened, rows)
 
