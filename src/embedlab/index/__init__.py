@@ -5,13 +5,13 @@ means), :mod:`.search` (how the top k are found: faiss indexes, compressed codes
 :mod:`.multivector` (MaxSim, MUVERA FDEs and the MUVERA index) and :mod:`.retrievers` (BM25, dense, hybrid fusion).
 """
 
-from embedlab.index.collection import Collection
+from embedlab.index.collection import MAX_K, MAX_RESULTS, Collection
 from embedlab.index.filters import Filter, FilterSyntaxError
 from embedlab.index.multivector import Muvera, MuveraIndex, maxsim, maxsim_rerank, maxsim_search
 from embedlab.index.retrievers import (BM25, DenseRetriever, HybridRetriever, reciprocal_rank_fusion,
                                        weighted_score_fusion)
 from embedlab.index.search import exact_search
 
-__all__ = ["Collection", "Filter", "FilterSyntaxError", "exact_search", "maxsim", "maxsim_rerank", "maxsim_search",
+__all__ = ["Collection", "MAX_K", "MAX_RESULTS", "Filter", "FilterSyntaxError", "exact_search", "maxsim", "maxsim_rerank", "maxsim_search",
            "Muvera", "MuveraIndex", "BM25", "DenseRetriever", "HybridRetriever", "reciprocal_rank_fusion",
            "weighted_score_fusion"]

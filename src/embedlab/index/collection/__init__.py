@@ -2,6 +2,6 @@
 (:mod:`.storage`), the in-memory ids and alive flags (:mod:`.mirror`), typed metadata columns (:mod:`.metadata`),
 input checks (:mod:`.inputs`) and the layer protocol for multi-vector collections (:mod:`.layer`)."""
 
-from embedlab.index.collection.collection import Collection
+from embedlab.index.collection.collection import MAX_K, MAX_RESULTS, Collection
 
-__all__ = ["Collection"]
+__all__ = ["Collection", "MAX_K", "MAX_RESULTS"]

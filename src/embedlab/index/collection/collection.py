@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ import numpy as np
 
 from embedlab.errors import ConflictError, DataFormatError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
-from embedlab.index.collection import leases, operations, storage
+from embedlab.index.collection import integrity, leases, operations, storage
 from embedlab.index.collection.inputs import (
-    METRICS, check_ef, check_ids, check_k, check_texts, check_vectors, prepare_vectors)
+    MAX_K, MAX_RESULTS, METRICS, check_ef, check_ids, check_k, check_results, check_texts, check_vectors,
+    prepare_vectors, warnings_at_caller)
 from embedlab.index.collection.layer import CollectionLayer, create_layer, load_layer
 from embedlab.index.collection.metadata import MetadataTable
 from embedlab.index.collection.mirror import Mirror
@@ -31,6 +33,7 @@ from embedlab.params import check_choice, check_int
 from embedlab.types import Hits, ProgressCallback, report_progress
 
 CHECKPOINT_MIN_ROWS = 10_000  # re-save the ANN index once this many rows (or half the saved count) are unsaved
+HEAL_MIN_ROWS = 1_000  # a writer open that replayed this many rows past the newest checkpoint writes a new one
 
 
 class Collection:
@@ -60,12 +63,25 @@ class Collection:
         self._db = Database(folder, create=False)
         self._closed = False
         try:
-            self._layer: CollectionLayer | None = load_layer(folder, manifest.get("layer"), self.dim, self.metric)
+            integrity.check_settings(self._db, manifest, folder)
+            try:
+                self._layer: CollectionLayer | None = load_layer(folder, manifest.get("layer"), self.dim, self.metric)
+            except (KeyError, TypeError, InvalidInputError) as exc:
+                raise DataFormatError(f"Collection.open: layer in {folder / storage.MANIFEST} must be a valid layer "
+                                      f"configuration, got an error: {exc}. Restore the manifest.") from None
             if hasattr(self._layer, "bind_encoder"):  # a layer that turns texts= into its own inputs (multivector)
                 self._layer.bind_encoder(lambda: self._load_encoder("Collection.add"))
             self._load()
+            if not readonly:
+                self._heal()
+        except sqlite3.DatabaseError as exc:
+            self._lease.release()
+            self._db.close()
+            raise DataFormatError(f"Collection.open: {folder / storage.DATABASE} must be a collection database, got: "
+                                  f"{exc}. Restore the folder from a backup.") from None
         except BaseException:
             self._lease.release()
+            self._lock.release()
             self._db.close()
             raise
 
@@ -85,7 +101,7 @@ class Collection:
         MaxSim; see :mod:`embedlab.index.multivector.layer`). Returns the collection opened for writing.
         """
         owner = "Collection.create"
-        folder = Path(path)
+        folder = integrity.check_path(path, owner)
         if index is None:
             index = "flat" if index_params.get("codec") is not None else "hnsw"
         dim = check_int(dim, owner, "dim")
@@ -103,7 +119,6 @@ class Collection:
             db = Database(tmp, create=True)
             with db.transaction():
                 db.add_fields(schema)
-            db.close()
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
                         "index_params": params, "encoder": encoder_name, "schema": schema}
             if multivector is not False and multivector is not None:
@@ -111,6 +126,9 @@ class Collection:
                 manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
                 if "index_dim" in manifest["layer"]:
                     manifest["index_dim"] = int(manifest["layer"].pop("index_dim"))
+            with db.transaction():
+                integrity.record_settings(db, manifest)
+            db.close()
             storage.write_manifest(tmp, manifest)
         return cls(folder, manifest, readonly=False, encoder=encoder_obj)
 
@@ -118,12 +136,10 @@ class Collection:
     def open(cls, path: str | os.PathLike, *, readonly: bool = False, encoder: Any = None) -> "Collection":
         """Open an existing collection. ``readonly=True`` never takes the writer lock (writes then raise);
         ``encoder`` overrides the model named in the manifest (same width required)."""
-        folder = Path(path)
+        folder = integrity.check_path(path, "Collection.open")
         manifest = storage.read_manifest(folder)
+        integrity.check_manifest(manifest, folder)
         enc = _encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
-        if manifest["metric"] not in METRICS or manifest["index"] not in kinds.index_kinds():
-            raise DataFormatError(f"Collection.open: manifest metric/index must be known, got {manifest['metric']!r}/"
-                                  f"{manifest['index']!r} in {folder / storage.MANIFEST}.")
         return cls(folder, manifest, readonly=readonly, encoder=enc)
 
     def __enter__(self) -> "Collection":
@@ -151,10 +167,29 @@ class Collection:
         self._meta = MetadataTable(declared=self._manifest.get("schema") or ())  # declared fields never widen
         self._fields: list[tuple[str, str, str]] = []
         self._mirror = Mirror()
+        self._verified = 0  # rows checked by integrity.check_rows in this process
         self._index = self._load_index()
         self._ingest(records, fields)
+        self._replayed_rows = self._index.ntotal - self._saved_rows  # re-added past the newest checkpoint
         if self._layer is not None:
             self._layer.open(self._n, self._generation)
+
+    def _heal(self) -> None:
+        """After a crash the newest checkpoint can be far behind, and every open would replay the missing rows into
+        the index: the first writer open (not ``readonly``) that replayed at least :data:`HEAL_MIN_ROWS` writes a
+        fresh checkpoint, taking the writer lock for that moment only (skipped while another writer holds it)."""
+        if self._replayed_rows < HEAL_MIN_ROWS or not self._index.worth_writing:
+            return
+        try:
+            self._lock.acquire("Collection.open")
+        except ConflictError:
+            return  # the running writer checkpoints on its own schedule and at close
+        try:
+            self._refresh()
+            self._maybe_checkpoint(force=True)
+            self._remove_stale()
+        finally:
+            self._lock.release()
 
     def _load_index(self) -> VectorIndex:
         for _ in range(3):
@@ -187,6 +222,9 @@ class Collection:
         self._meta.ingest(fields, [r for r in records if r[0] >= old_rows or not r[2]])  # new rows, rewritten rows
         self._n = max(self._n, self._mirror.rows)
         self._vectors = self._vfile.view(self._n)
+        if self._verified < self._n:
+            integrity.check_rows(self._vectors, self._verified, self._n, self._vfile.path)
+            self._verified = self._n
         if self._index.ntotal < self._n:
             for start in range(self._index.ntotal, self._n, 65536):
                 self._index.add(np.asarray(self._vectors[start : min(self._n, start + 65536)]))
@@ -243,7 +281,8 @@ class Collection:
             if texts is not None:
                 texts = check_texts(texts, n, owner)
             if self._layer is not None:
-                vecs, payload = self._layer.prepare(vectors, texts, n, owner)
+                with warnings_at_caller():
+                    vecs, payload = self._layer.prepare(vectors, texts, n, owner)
                 vecs = prepare_vectors(check_vectors(vecs, n, self._vdim, owner), self.metric, owner)
             else:
                 if vectors is None:
@@ -280,6 +319,7 @@ class Collection:
             self._mirror.append(start, ids, replaced)
             end = self._n = start + n
             self._vectors = self._vfile.view(end)
+            self._verified = end  # rows this writer checked (check_vectors) and wrote itself
             self._index.add(vecs)
             if self._layer is not None:
                 self._layer.open(self._n, self._generation)
@@ -489,7 +529,9 @@ class Collection:
 
     def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
                offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = ()) -> Hits:
-        """Top-``k`` items per query. ``queries``: float ``[nq, dim]`` or a list of texts (needs an encoder);
+        """Top-``k`` items per query (``k`` at most :data:`MAX_K`; ``nq * (k + offset)`` at most :data:`MAX_RESULTS`
+        per call, else split the batch; the work is bounded by the stored rows). ``queries``: float ``[nq, dim]``
+        (``nq = 0`` gives empty ``[0, k]`` hits) or a list of texts (needs an encoder);
         ``filter``: a :class:`Filter` or a filter string; ``ef``: efSearch (hnsw) / nprobe (ivf) before the planner
         raises it for selective filters; ``offset``: skip the best ``offset`` hits (paging, at most
         :data:`~embedlab.index.collection.operations.MAX_SEARCH_OFFSET`); ``min_score``: hits scoring below it
@@ -510,15 +552,20 @@ class Collection:
             want = k + offset
             q_payload = None
             if self._layer is not None:
-                q, q_payload = self._layer.query(queries, owner)
+                with warnings_at_caller():
+                    q, q_payload = self._layer.query(queries, owner)
                 q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
             else:
                 q = self._queries(queries, owner)
+            check_results(len(q), want, owner)
+            work = min(want, max(self._n, 1))  # never rank more than the stored rows; padded back to want below
             scores, rows, strategy = self._search_rows(
-                q, want if self._layer is None else self._layer.candidates(want), node, ef)
+                q, work if self._layer is None else min(self._layer.candidates(work), max(self._n, 1)), node, ef)
             if self._layer is not None:
-                scores, rows = self._layer.rerank(q_payload, rows, want)
+                scores, rows = self._layer.rerank(q_payload, rows, work)
                 strategy = [s + "+rerank" for s in strategy]
+            if work < want:
+                scores, rows = _pad(scores, rows, want)
             if offset or min_score is not None:
                 scores, rows = operations.page(scores, rows, offset, min_score)
             payload = operations.payloads(rows, include, self._meta, self._db, self._vectors) if include else None
@@ -567,7 +614,9 @@ class Collection:
         return prepare_vectors(check_vectors(arr, nq, self.dim, owner, "queries"), self.metric, owner, "queries")
 
     def _encode(self, texts: list[str], owner: str) -> np.ndarray:
-        return self._load_encoder(owner).encode(texts)
+        encoder = self._load_encoder(owner)
+        with warnings_at_caller():  # the truncation warning names the caller's line, not this file
+            return encoder.encode(texts)
 
     def _load_encoder(self, owner: str):
         if self._encoder_obj is None:
@@ -575,7 +624,8 @@ class Collection:
             if name is None:
                 raise InvalidInputError(
                     f"{owner}: texts need the collection's encoder, got a collection created without one. Pass "
-                    "vectors, or create the collection with encoder=... (or open it with encoder=...).")
+                    "vectors, or create the collection with encoder=... (CLI: embedlab index --model), or open it with "
+                    "encoder=... (CLI: --model).")
             from embedlab.models import Encoder
 
             self._encoder_obj = Encoder.load(name)
@@ -587,6 +637,14 @@ class Collection:
         if self._encoder_obj is None and self._manifest.get("encoder") is not None:
             self._load_encoder("Collection.encoder")
         return self._encoder_obj
+
+
+def _pad(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, rows)`` ``[nq, c]`` widened to ``[nq, k]`` with ``-inf`` / ``-1`` (``c <= k``)."""
+    out_s = np.full((len(scores), k), -np.inf, np.float32)
+    out_r = np.full((len(rows), k), -1, np.int64)
+    out_s[:, : scores.shape[1]], out_r[:, : rows.shape[1]] = scores, rows
+    return out_s, out_r
 
 
 def _encoder_spec(encoder: Any, dim: int, owner: str) -> tuple[str | None, Any]:

@@ -5,14 +5,23 @@ Every check runs before anything is written, so a rejected batch leaves the coll
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+import embedlab
 
 from embedlab.errors import InvalidInputError
 from embedlab.params import check_int
 
 METRICS = ("cosine", "ip", "l2")
+MAX_K = 10_000  # the largest k per query; results are always [nq, k], so k bounds the memory of a call
+MAX_RESULTS = 4_000_000  # the largest nq * k per call (ids, scores and rows: ~80 MB); split bigger batches
+MAX_NORM = 1e15  # ip / l2 rows and queries: a norm <= 1e15 keeps every score (q.x, -|q - x|^2) finite in float32
 
 
 def check_ids(ids: Any, owner: str, id_kind: str | None) -> tuple[list, str | None]:
@@ -75,8 +84,18 @@ def check_vectors(vectors: Any, n: int, dim: int, owner: str, name: str = "vecto
 
 
 def prepare_vectors(arr: np.ndarray, metric: str, owner: str, name: str = "vectors") -> np.ndarray:
-    """Unit-normalise rows for cosine (a zero row has no direction and is rejected)."""
+    """Unit-normalise rows for cosine (a zero row has no direction and is rejected); for ``ip`` and ``l2``, refuse
+    rows whose norm passes :data:`MAX_NORM` (their scores would overflow float32 to ``inf`` and rank as padding)."""
+    if len(arr) == 0:
+        return arr
     if metric != "cosine":
+        sq = np.einsum("ij,ij->i", arr, arr)  # float32; an overflow is inf, which fails the test below too
+        if not sq.max() <= MAX_NORM**2:
+            bad = int(np.flatnonzero(~(sq <= MAX_NORM**2))[0])
+            norm = float(np.linalg.norm(arr[bad].astype(np.float64)))
+            raise InvalidInputError(
+                f"{owner}: {name} must have an L2 norm <= {MAX_NORM:.0e} for metric {metric!r} (so scores stay finite "
+                f"in float32), got {norm:.3g} in row {bad}. Rescale the vectors (or use metric='cosine').")
         return arr
     sq = np.einsum("ij,ij->i", arr, arr)  # float32: 5x faster than float64 on a query batch ...
     odd = ~((sq > 0) & (sq < np.inf))
@@ -92,6 +111,31 @@ def prepare_vectors(arr: np.ndarray, metric: str, owner: str, name: str = "vecto
     return (arr / norms).astype(np.float32)
 
 
+_PACKAGE = str(Path(embedlab.__file__).resolve().parent)
+
+
+@contextlib.contextmanager
+def warnings_at_caller() -> Iterator[None]:
+    """Re-issue the warnings raised inside (e.g. the encoder's truncation warning while ``Collection.add`` encodes
+    ``texts``) at the first stack frame outside embedlab: the caller's line, not the collection's. The caller's
+    warning filters then apply as usual. (``warnings.catch_warnings`` swaps process-wide state for the duration,
+    so this wraps only the encoding of texts.)"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that names the first frame outside embedlab (and contextlib), seen from the caller."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_texts(texts: Any, n: int | None, owner: str) -> list[str]:
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
         raise InvalidInputError(f"{owner}: texts must be a list of str, got {type(texts).__name__}.")
@@ -101,7 +145,20 @@ def check_texts(texts: Any, n: int | None, owner: str) -> list[str]:
 
 
 def check_k(k: Any, owner: str) -> int:
-    return check_int(k, owner, "k")
+    """``k`` as an int in ``[1, MAX_K]``."""
+    k = check_int(k, owner, "k")
+    if k > MAX_K:
+        raise InvalidInputError(
+            f"{owner}: k must be <= {MAX_K:,} (embedlab.index.MAX_K), got {k:,}. Ask for fewer hits per query.")
+    return k
+
+
+def check_results(nq: int, k: int, owner: str) -> None:
+    """``nq * k`` (the size of the padded result) at most :data:`MAX_RESULTS`."""
+    if nq * k > MAX_RESULTS:
+        raise InvalidInputError(
+            f"{owner}: queries x k must be <= {MAX_RESULTS:,} per call (embedlab.index.MAX_RESULTS), got {nq:,} x {k:,}. "
+            f"Split the queries into batches of at most {max(1, MAX_RESULTS // k):,}.")
 
 
 def check_ef(ef: Any, owner: str, kind: str) -> int | None:

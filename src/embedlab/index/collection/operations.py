@@ -31,7 +31,7 @@ _SQL_CHUNK = 900  # ids per SQL "IN (...)" (SQLite's historical bound on bound p
 
 def check_include(include: Any, owner: str, vectors_supported: bool = True) -> tuple[str, ...]:
     """``include`` as a tuple of :data:`INCLUDE` names (a single name is accepted)."""
-    if include is None:
+    if include is None or include == ():  # the default: nothing to check on the search hot path
         return ()
     items = (include,) if isinstance(include, str) else include
     if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(i, str) for i in items):
@@ -47,6 +47,8 @@ def check_include(include: Any, owner: str, vectors_supported: bool = True) -> t
 
 
 def check_offset(offset: Any, owner: str) -> int:
+    if offset.__class__ is int and offset == 0:  # the default, on the search hot path
+        return 0
     return check_int(offset, owner, "offset", low=0, high=MAX_SEARCH_OFFSET,
                      hint="List deeper with Collection.scroll(filter=..., cursor=...).")
 

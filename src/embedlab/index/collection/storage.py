@@ -104,7 +104,7 @@ class Database:
     """The SQLite side: settings, schema and items. Every write method runs inside :meth:`transaction`."""
 
     def __init__(self, folder: Path, *, create: bool) -> None:
-        path = folder / DATABASE
+        path = self.path = folder / DATABASE
         if not create and not path.is_file():
             raise DataFormatError(f"Collection.open: {path} must exist beside the manifest, got no such file.")
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
@@ -120,10 +120,30 @@ class Database:
                     self.conn.execute("CREATE INDEX IF NOT EXISTS items_seq ON items(seq)")
                     for key, value in (("n_rows", 0), ("generation", 0), ("seq", 0), ("id_kind", None)):
                         self.conn.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, value))
-            self.settings()
+            self._check()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise DataFormatError(f"Collection.open: {path} must be a collection database, got: {exc}") from None
+        except DataFormatError:
+            self.conn.close()
+            raise
+
+    def _check(self) -> None:
+        """The tables exist and the settings have their types (a damaged or edited database is refused here)."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = sorted({"settings", "fields", "items"} - tables)
+        if missing:
+            raise DataFormatError(f"Collection.open: {self.path} must hold the tables fields, items and settings, got "
+                                  f"none named {missing}. Restore the folder from a backup.")
+        settings = self.settings()
+        for key in ("n_rows", "generation", "seq"):
+            value = settings.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise DataFormatError(f"Collection.open: setting {key} in {self.path} must be an int >= 0, got "
+                                      f"{value!r:.80}. Restore the folder from a backup.")
+        if settings.get("id_kind") not in (None, "str", "int"):
+            raise DataFormatError(f"Collection.open: setting id_kind in {self.path} must be 'str', 'int' or null, got "
+                                  f"{settings.get('id_kind')!r:.80}. Restore the folder from a backup.")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

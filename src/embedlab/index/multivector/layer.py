@@ -126,7 +126,7 @@ class MuveraLayer:
         if value is None:
             raise InvalidInputError(
                 f"{owner}: {param} must be MultiVectors (token vectors) or texts must be given, got neither. "
-                "Use Encoder.encode_tokens(texts) or create the collection with encoder=...")
+                "Use Encoder.encode_tokens(texts) or create the collection with encoder=... (CLI: --model).")
         mv = check_multivectors(value, owner, param, dim=self.dim, role=param)
         if len(mv) != n:
             raise InvalidInputError(f"{owner}: {param} must hold one item per id ({n}), got {len(mv)}.")
