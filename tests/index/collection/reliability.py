@@ -7,6 +7,9 @@ Plain functions, no pytest: load this file by path (``importlib.util.spec_from_f
   (``opens``, ``searches``, ``compactions``, ``errors`` and a few error samples); ``errors`` must be 0.
 - :func:`crashed_writer`: a writer process that adds rows without writing an index checkpoint, then is
   killed with SIGKILL, leaving a collection whose newest checkpoint is behind its rows (a crash to recover from).
+- :func:`crash_trial`: one ``kill -9`` at an arbitrary moment of a writer adding batches, then two opens:
+  acknowledged batches lost, partial batches, open / reopen seconds and rows replayed.
+- :func:`max_k_rss`: peak RSS of a fresh process searching a 3-item collection with ``k = MAX_K``.
 """
 
 from __future__ import annotations
@@ -172,6 +175,83 @@ def crashed_writer(path: str | os.PathLike, *, rows: int = 3000, saved: int = 10
     if proc.returncode != -signal.SIGKILL or f"acked {rows}" not in proc.stdout:
         raise RuntimeError(f"crashed_writer: the child must be killed after acking, got {proc.returncode}: "
                            f"{proc.stderr[-2000:]}")
+
+
+TRIAL_CHILD = """
+import sys
+import numpy as np
+from embedlab.index import Collection
+from embedlab.index.collection import collection
+
+collection.CHECKPOINT_MIN_ROWS = 100  # checkpoint often, so a kill can land inside one
+x = np.random.default_rng(0).normal(size=(4000, {dim})).astype(np.float32)
+col = Collection.create(sys.argv[1], dim={dim}, index="hnsw", M=8, ef_construction=32)
+for b in range(10**6):
+    s = b * {batch} % (4000 - {batch})
+    col.add([f"b{{b}}-{{i}}" for i in range({batch})], x[s : s + {batch}], metadata=[{{"b": b}}] * {batch})
+    print(f"ack {{b}}", flush=True)
+"""
+
+
+def crash_trial(path: str | os.PathLike, *, kill_after: float, batch: int = 40) -> dict:
+    """One ``kill -9`` trial: a child process adds batches of ``batch`` items to a new hnsw collection at ``path``
+    (checkpointing every 100 rows) and prints ``ack <b>`` after each; it is killed ``kill_after`` seconds after its
+    first ack. Then the folder is opened twice. Returns ``{"acked", "present", "lost_acknowledged",
+    "partial_batches", "open_seconds", "reopen_seconds", "replayed_rows", "replayed_rows_reopen"}`` (the first
+    open is a writer open, which heals; ``lost_acknowledged`` and ``partial_batches`` must be 0)."""
+    from embedlab.index import Collection
+
+    proc = subprocess.Popen([sys.executable, "-c", TRIAL_CHILD.format(dim=DIM, batch=batch), str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    time.sleep(kill_after)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=120)
+    with proc.stdout, proc.stderr:
+        rest, err = proc.stdout.read(), proc.stderr.read()
+    if proc.returncode != -signal.SIGKILL or not first.startswith("ack "):
+        raise RuntimeError(f"crash_trial: the child must be killed after acking, got {proc.returncode}: {err[-2000:]}")
+    acked = {int(line.split()[1]) for line in [first, *rest.splitlines()] if line.startswith("ack ")}
+    t = time.perf_counter()
+    with Collection.open(path) as col:
+        open_seconds, replayed = time.perf_counter() - t, col._replayed_rows
+        present, partial, lost = set(), 0, 0
+        for b in range(max(acked) + 2):
+            have = sum(f"b{b}-{i}" in col._mirror.row_of for i in range(batch))
+            present |= {b} if have else set()
+            partial += 0 < have < batch
+            lost += b in acked and have < batch
+    t = time.perf_counter()
+    with Collection.open(path, readonly=True) as col:
+        reopen_seconds, replayed_again = time.perf_counter() - t, col._replayed_rows
+    return {"acked": len(acked), "present": len(present), "lost_acknowledged": lost, "partial_batches": partial,
+            "open_seconds": open_seconds, "reopen_seconds": reopen_seconds, "replayed_rows": replayed,
+            "replayed_rows_reopen": replayed_again}
+
+
+MAX_K_CHILD = """
+import json, resource
+import numpy as np
+from embedlab.index import MAX_K, Collection
+
+col = Collection.create(__import__("sys").argv[1], dim=8, index="hnsw", M=8)
+col.add(["a", "b", "c"], np.eye(3, 8, dtype=np.float32))
+col.search(np.ones((1, 8), np.float32), k=10)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+hits = col.search(np.ones((1, 8), np.float32), k=MAX_K)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"k": MAX_K, "shape": list(hits.ids.shape), "rss_mb": after / 1024,
+                  "rss_increase_mb": (after - before) / 1024}))
+"""
+
+
+def max_k_rss(path: str | os.PathLike) -> dict:
+    """Peak RSS of a fresh process searching a 3-item collection at ``path`` with ``k = MAX_K``:
+    ``{"k", "shape", "rss_mb" (peak of the whole process), "rss_increase_mb" (over the same search at k=10)}``."""
+    proc = subprocess.run([sys.executable, "-c", MAX_K_CHILD, str(path)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"max_k_rss: the child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _main(role: str, path: str, multivector: str) -> None:

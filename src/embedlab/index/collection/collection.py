@@ -42,7 +42,10 @@ class Collection:
     Create with :meth:`create`, reopen with :meth:`open`; use as a context manager or call :meth:`close`.
     Every acknowledged ``add`` / ``upsert`` / ``delete`` is durable. Thread-safe within a process; across
     processes one writer holds ``writer.lock`` (taken at the first write) and readers see its committed
-    writes at their next call. Scores are higher-is-better: inner product, cosine, or minus squared L2.
+    writes at their next call; a reader's snapshot keeps its generation's files on disk while a writer compacts
+    (:mod:`~embedlab.index.collection.leases`). Scores are higher-is-better: inner product, cosine, or minus
+    squared L2. Opening checks the folder (:mod:`~embedlab.index.collection.integrity`): a damaged or edited
+    manifest, database or vectors file is a ``DataFormatError``, never a wrong answer.
     """
 
     # ------------------------------------------------------------------ construction

@@ -16,7 +16,9 @@ Layout (nothing pickled)::
 Protocol for one acknowledged batch: (1) the vectors are written past ``n_rows`` and fsynced; (2) one
 SQLite transaction inserts the rows, any new fields and the new ``n_rows``. A crash before (2) commits
 leaves ``n_rows`` unchanged, so the batch is wholly absent; after it, wholly present. The faiss index is a
-cache: on open, the newest checkpoint is loaded and rows past it are re-added from the vectors file.
+cache: on open, the newest checkpoint is loaded and rows past it are re-added from the vectors file; after a
+crash that left many rows unsaved, the first writer open writes a fresh checkpoint (``Collection._heal``,
+``HEAL_MIN_ROWS``) so later opens do not replay them again.
 ``compact`` writes a new generation of files, then switches ``generation`` in one transaction; the old
 generation's files are deleted once no reader holds its lease (:mod:`embedlab.index.collection.leases`).
 """
