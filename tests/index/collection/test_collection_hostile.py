@@ -246,3 +246,22 @@ def test_encoder_errors_name_the_cli_flag_too(small):
     with pytest.raises(InvalidInputError, match=r"create the collection with encoder=\.\.\. \(CLI: embedlab index "
                                                 r"--model\), or open it with encoder=\.\.\. \(CLI: --model\)"):
         small.add(["t"], texts=["some text"])
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    ("nan", r"tokens-0.f16 must hold finite token vectors, got NaN or inf in token 3"),
+    ("ends", r"token-ends-0.i64 must hold 2 non-decreasing token ends within tokens-0.f16"),
+])
+def test_damaged_multivector_token_files_are_refused(tmp_path, damage, pattern):
+    path = tmp_path / "m"
+    with Collection.create(path, dim=D, metric="ip", index="flat", multivector={"k_sim": 2, "r_reps": 2}) as col:
+        col.add([1, 2], MultiVectors(np.eye(4, D, dtype=np.float32), np.array([0, 2, 4])))
+    if damage == "nan":
+        tokens = np.memmap(path / "tokens-0.f16", dtype=np.float16, mode="r+", shape=(4, D))
+        tokens[3, 1] = np.nan
+        tokens.flush()
+        del tokens
+    else:
+        np.array([2, 400], np.int64).tofile(path / "token-ends-0.i64")
+    with Collection.open(path, readonly=True) as col, pytest.raises(DataFormatError, match=pattern):
+        col.search(MultiVectors(np.eye(2, D, dtype=np.float32), np.array([0, 2])), k=2)

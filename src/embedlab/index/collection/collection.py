@@ -641,6 +641,23 @@ class Collection:
             self._load_encoder("Collection.encoder")
         return self._encoder_obj
 
+    @property
+    def encoder_name(self) -> str | None:
+        """The model the manifest names for ``texts=`` (a bundled name or a folder), without loading it."""
+        return self._manifest.get("encoder")
+
+    @property
+    def id_kind(self) -> str | None:
+        """``"str"`` or ``"int"``: the kind of ids stored (``None`` before the first add)."""
+        return self._id_kind
+
+    @property
+    def schema(self) -> dict[str, str]:
+        """Metadata fields and their types, ``{name: "str" | "int" | "float" | "bool" | "list[str]"}``."""
+        with self._mutex:
+            self._begin("Collection.schema")
+            return dict(self._meta.schema)
+
 
 def _pad(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, rows)`` ``[nq, c]`` widened to ``[nq, k]`` with ``-inf`` / ``-1`` (``c <= k``)."""

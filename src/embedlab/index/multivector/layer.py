@@ -16,6 +16,8 @@ SQLite commit; :meth:`MuveraLayer.open` reads only the ends of committed rows, s
 leaves bytes that the next append overwrites. A new generation's files (creation, compaction) are written
 aside and renamed into place (:func:`embedlab.files.replacing`); an old generation's are deleted by the collection
 once no reader holds that generation's lease (:mod:`embedlab.index.collection.leases`).
+The first rerank after an open checks the files (token ends within the tokens file, tokens finite; each token
+once per process) and refuses damaged ones with a ``DataFormatError``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlab.errors import InvalidInputError
+from embedlab.errors import DataFormatError, InvalidInputError
 from embedlab.files import replacing
 from embedlab.index.multivector.fde import Muvera
 from embedlab.index.multivector.index import TOKEN_DTYPES, MuveraPipeline
@@ -59,6 +61,7 @@ class MuveraLayer:
         self._generation = 0
         self._n = 0
         self._documents: MultiVectors | None = None
+        self._verified = (-1, 0)  # (generation, tokens) already checked finite in this process
         self._encoder_loader = None
 
     # ------------------------------------------------------------------ creation / loading
@@ -111,10 +114,26 @@ class MuveraLayer:
         if self._documents is None:
             tokens, ends_path = self._paths(self._generation)
             ends = np.fromfile(ends_path, dtype=np.int64, count=self._n) if self._n else np.zeros(0, np.int64)
-            total = int(ends[-1]) if self._n else 0
+            offsets = np.concatenate([[0], ends]).astype(np.int64)
+            total = int(offsets[-1])
+            size = tokens.stat().st_size if tokens.exists() else 0
+            if len(ends) < self._n or (np.diff(offsets) < 0).any() or total * self.dim * np.dtype(self._dtype).itemsize > size:
+                raise DataFormatError(
+                    f"Collection.open: {ends_path.name} must hold {self._n} non-decreasing token ends within "
+                    f"{tokens.name} ({size} bytes), got {len(ends)} ends up to {total}. The files are damaged: restore "
+                    "the folder from a backup.")
             vectors = (np.memmap(tokens, dtype=self._dtype, mode="r", shape=(total, self.dim)) if total
                        else np.zeros((0, self.dim), self._dtype))
-            self._documents = MultiVectors(vectors, np.concatenate([[0], ends]).astype(np.int64))
+            start = self._verified[1] if self._verified[0] == self._generation else 0
+            for s in range(start, total, 262144):  # tokens scanned once per process, like the collection's rows
+                block = vectors[s : min(total, s + 262144)]
+                if not np.isfinite(block.min()) or not np.isfinite(block.max()):
+                    raise DataFormatError(
+                        f"Collection.open: {tokens.name} must hold finite token vectors, got NaN or inf in token "
+                        f"{s + int(np.flatnonzero(~np.isfinite(np.asarray(block)).all(axis=1))[0])}. The file is "
+                        "damaged: restore the folder from a backup.")
+            self._verified = (self._generation, max(start, total))
+            self._documents = MultiVectors(vectors, offsets)
         return self._documents
 
     # ------------------------------------------------------------------ collection hooks
