@@ -20,7 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("EMBEDLAB_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("EMBEDLAB_RESULTS", ROOT / "benchmarks" / "results"))  # override: confirmation runs
 CACHE = ROOT / ".cache" / "embeddings"
 WORDNET = DATA / "wordnet-beir"
 LIMIT_SMALL = DATA / "limit-small"

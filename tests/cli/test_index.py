@@ -77,3 +77,77 @@ def test_index_loads_the_encoder_once(docs, tmp_path, monkeypatch, encoder):
     out = CliRunner().invoke(app, ["index", str(tmp_path / "c"), str(docs), "--index", "flat"])
     assert out.exit_code == 0, out.output
     assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- index: checked whole, visible, resumable
+def _lines(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_duplicate_ids_anywhere_in_the_input_fail_before_any_write(cli, tmp_path):
+    rows = [{"id": f"d{i}", "text": f"text {i}"} for i in range(5)] + [{"id": "d1", "text": "again"}]
+    out = cli("index", tmp_path / "col", _lines(tmp_path / "in.jsonl", rows), "--batch-size", "2")
+    assert out.exit_code == 2
+    assert "in.jsonl:6: id 'd1' was already given on line 2" in out.stderr
+    assert not (tmp_path / "col").exists()  # nothing was created
+
+
+def test_vectors_must_have_one_row_per_line(cli, tmp_path):
+    import numpy as np
+
+    docs = _lines(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": f"text {i}"} for i in range(4)])
+    for rows in (3, 5):
+        np.save(tmp_path / "v.npy", np.ones((rows, 8), np.float32))
+        out = cli("index", tmp_path / f"col{rows}", docs, "--vectors", tmp_path / "v.npy")
+        assert out.exit_code == 2 and f"shape (4, d), got ({rows}, 8)" in out.stderr
+        assert not (tmp_path / f"col{rows}").exists()
+
+
+def test_interrupt_reports_what_was_committed_and_a_rerun_resumes(cli, tmp_path, monkeypatch):
+    from embedlab.index import Collection
+
+    docs = _lines(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": f"text number {i}", "metadata": {"i": i}}
+                                          for i in range(10)])
+    real, calls = Collection.upsert, []
+
+    def upsert_then_interrupt(self, *args, **kwargs):
+        calls.append(len(args[0]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "upsert", upsert_then_interrupt)
+    out = cli("index", tmp_path / "col", docs, "--batch-size", "3", "--index", "flat")
+    assert out.exit_code == 130
+    assert "6 of 10 documents are committed" in out.stderr and "Run the same command again to resume" in out.stderr
+    monkeypatch.setattr(Collection, "upsert", real)
+    out = cli("index", tmp_path / "col", docs, "--batch-size", "3", "--format", "json")
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {**result, "written": 4, "skipped": 6, "count": 10}
+    changed = _lines(tmp_path / "in.jsonl", [{"id": "d0", "text": "a new text"}])
+    out = cli("index", tmp_path / "col", changed, "--format", "json")
+    assert json.loads(out.stdout.strip().splitlines()[-1])["written"] == 1
+
+
+def test_info_get_delete_compact(cli, papers, docs):
+    out = cli("info", papers, "--format", "json")
+    assert out.exit_code == 0, out.output
+    info = json.loads(out.stdout)
+    assert info["count"] == 8 and info["dim"] == 384 and info["metric"] == "cosine" and info["index"] == "flat"
+    out = cli("get", papers, "paper-00", "--format", "json")
+    (item,) = json.loads(out.stdout)["items"]
+    assert item["metadata"]["year"] == 2025 and item["text"].startswith("On the Theoretical Limitations")
+    assert "On the Theoretical" in cli("get", papers, "paper-00").stdout
+    out = cli("delete", papers, "--filter", "year < 2024", "--format", "json")
+    assert out.exit_code == 0, out.output
+    deleted = json.loads(out.stdout)["deleted"]
+    out = cli("delete", papers, "paper-00", "--format", "json")
+    assert json.loads(out.stdout)["count"] == 8 - deleted - 1
+    out = cli("compact", papers, "--format", "json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.strip().splitlines()[-1])["rows_after"] == 8 - deleted - 1
+    assert cli("delete", papers).exit_code == 2  # neither ids nor --filter
+    out = cli("get", papers, "nope")
+    assert out.exit_code == 2 and "error:" in out.stderr

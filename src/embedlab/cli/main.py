@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +33,10 @@ app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False, ric
 app.command("encode")(encode_cli.encode)
 app.command("index")(index_cli.index_cmd)
 app.command("search")(index_cli.search_cmd)
+app.command("info")(index_cli.info_cmd)
+app.command("get")(index_cli.get_cmd)
+app.command("delete")(index_cli.delete_cmd)
+app.command("compact")(index_cli.compact_cmd)
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(limit_app, name="limit")
