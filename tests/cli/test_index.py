@@ -151,3 +151,11 @@ def test_info_get_delete_compact(cli, papers, docs):
     assert cli("delete", papers).exit_code == 2  # neither ids nor --filter
     out = cli("get", papers, "nope")
     assert out.exit_code == 2 and "error:" in out.stderr
+
+
+def test_search_k_above_the_documented_maximum_is_one_clear_line(cli, papers):
+    from embedlab.index import MAX_K
+
+    out = cli("search", papers, "anything", "--k", MAX_K + 1)
+    assert out.exit_code == 2
+    assert f"k must be <= {MAX_K:,} (embedlab.index.MAX_K)" in out.stderr and "Traceback" not in out.output
