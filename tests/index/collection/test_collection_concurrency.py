@@ -5,21 +5,14 @@ The workload lives in ``reliability.py`` beside this file, shared with ``benchma
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from embedlab.index import Collection
 
-_spec = importlib.util.spec_from_file_location("collection_reliability", Path(__file__).with_name("reliability.py"))
-reliability = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reliability)
-
 
 @pytest.mark.parametrize("multivector", [False, True], ids=["single", "multivector"])
-def test_readers_never_fail_while_a_writer_compacts(tmp_path, multivector):
+def test_readers_never_fail_while_a_writer_compacts(tmp_path, multivector, reliability):
     result = reliability.compaction_readers(tmp_path / "c", seconds=1.5, readers=3, multivector=multivector)
     assert result["errors"] == 0, result["samples"]
     assert result["compactions"] >= 3 and result["opens"] >= 10 and result["searches"] >= 30, result

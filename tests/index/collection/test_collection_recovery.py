@@ -3,22 +3,17 @@ index checkpoint, so later opens (readers included) no longer replay the missing
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
 from embedlab.index import Collection
 from embedlab.index.collection import collection
 
-_spec = importlib.util.spec_from_file_location("collection_reliability", Path(__file__).with_name("reliability.py"))
-reliability = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reliability)
 
 ROWS, SAVED = 1500, 300  # 1,200 rows past the newest checkpoint >= HEAL_MIN_ROWS
 
 
-def test_the_first_writer_open_after_a_crash_writes_a_fresh_checkpoint(tmp_path):
+def test_the_first_writer_open_after_a_crash_writes_a_fresh_checkpoint(tmp_path, reliability):
     assert ROWS - SAVED >= collection.HEAL_MIN_ROWS
     path = tmp_path / "c"
     reliability.crashed_writer(path, rows=ROWS, saved=SAVED)
@@ -39,7 +34,7 @@ def test_the_first_writer_open_after_a_crash_writes_a_fresh_checkpoint(tmp_path)
     assert [p.name for p in sorted(path.glob("index-*.faiss"))] == [f"index-0-{ROWS + 1}.faiss"]
 
 
-def test_a_small_replay_does_not_rewrite_the_checkpoint(tmp_path):
+def test_a_small_replay_does_not_rewrite_the_checkpoint(tmp_path, reliability):
     path = tmp_path / "c"
     reliability.crashed_writer(path, rows=400, saved=300)
     with Collection.open(path) as col:
