@@ -175,7 +175,8 @@ class Filter:
         return self.to_text()
 
     def to_text(self) -> str:
-        """The expression in the string syntax; ``Filter.parse(f.to_text()) == f``."""
+        """The expression in the string syntax. ``Filter.parse(f.to_text())`` means the same as ``f`` and is ``f``
+        itself, except that one-sided ranges of one field and-ed together read back as a single two-sided Range."""
         raise NotImplementedError  # pragma: no cover
 
 
