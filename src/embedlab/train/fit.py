@@ -1,0 +1,520 @@
+"""The trainer: :func:`fit` fine-tunes an :class:`~embedlab.models.Encoder` (torch backend) with one loss per data set.
+
+AdamW (Loshchilov & Hutter 2019; no decay on biases and norm weights, as the transformers trainer does), a linear
+warm-up to ``lr`` then a linear decay to 0, gradient-norm clipping, everything seeded. A batch is a ``dict`` of
+column lists (``{"anchor", "positive", "negative"?}`` or ``{"sentence1", "sentence2", "score"}``) drawn from
+``batches``, an iterator of ``(data_set_name, batch)``; a loss is a ``torch.nn.Module`` whose
+``forward(encoder, batch)`` returns a scalar tensor.
+
+Checkpoints resume exactly, and nothing is pickled. A checkpoint folder holds::
+
+    trainer.json          format_version, step, model and config fingerprints (and the config), the optimiser's
+                          param groups and non-tensor state, the scheduler's state, numpy's and Python's RNG
+                          states, the data position (batches.state_dict()), losses, evaluations, best
+    weights.safetensors   the trained modules' state: "model.*", "head.*" (a Dense head), "loss.<name>.*"
+    optimizer.safetensors AdamW's per-parameter tensors, "<param index>.<exp_avg|exp_avg_sq|step>"
+    rng.safetensors       torch's CPU generator state (and the CUDA device's when training there)
+    model/                the encoder at that step, a folder Encoder.load and sentence-transformers load
+
+A run's folder ``out`` holds ``checkpoints/last`` (every ``checkpoint_every`` steps), ``checkpoints/best`` (the best
+evaluation by ``metric``) and, at the end, the trained model itself (``encoder.save``), ``modules.json`` moved in last
+so that ``out`` only reads as a model once it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from embedlab.errors import ConflictError, DataFormatError, EmbedlabError, InvalidInputError, UnsupportedError
+from embedlab.files import fsync_dir, replacing
+from embedlab.params import check_int
+from embedlab.types import ProgressCallback, report_progress
+
+FORMAT_VERSION = 1
+_OWNER = "fit"
+_ANY = "*"  # the data-set key when one loss serves every data set
+
+
+class NonFiniteLossError(EmbedlabError, FloatingPointError):
+    """The loss (or the gradient norm) became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`fit` did. ``losses`` has one float per optimiser step of the whole run (a resumed run keeps the
+    earlier ones); ``evaluations`` one dict ``{"step": s, **metrics}`` per evaluation; ``best`` is
+    ``{"step", "metric", "value", "path"}`` (``path`` is None without ``out``) or None without ``metric``.
+    ``seconds``, ``pairs`` and ``pairs_per_second`` count this call only (rows of the batches it trained on)."""
+
+    steps: int
+    losses: tuple[float, ...]
+    evaluations: tuple[dict, ...]
+    best: dict | None
+    out: Path | None
+    last_checkpoint: Path | None
+    resumed_from: int | None
+    pairs: int
+    seconds: float
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+
+
+def fit(
+    encoder,
+    batches: Iterable[tuple[str, dict]],
+    losses: torch.nn.Module | Mapping[str, torch.nn.Module],
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    lr: float = 2e-5,
+    weight_decay: float = 0.01,
+    warmup: float = 0.1,
+    max_grad_norm: float | None = 1.0,
+    seed: int = 0,
+    device: str = "cpu",
+    out: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
+    evaluate: Callable[[object], Mapping[str, float]] | None = None,
+    eval_every: int | None = None,
+    metric: str | None = None,
+    progress: ProgressCallback | None = None,
+    show_progress: bool | None = None,
+) -> TrainResult:
+    """Train ``encoder`` in place on ``batches`` and return a :class:`TrainResult`.
+
+    ``losses`` is one loss for every data set or ``{name: loss}`` (each batch goes to its data set's loss); a loss's
+    own trainable parameters (e.g. a projection) are trained too. Pass exactly one of ``steps`` (optimiser steps) and
+    ``epochs`` (``epochs * len(batches)`` steps). ``iter(batches)`` is taken once and again whenever it runs out (an
+    iterable starts its next epoch; an exhausted iterator ends the run with an error). ``warmup`` is the fraction of
+    the steps spent warming up; ``max_grad_norm=None`` turns clipping off. Torch's, numpy's and Python's global RNGs
+    are seeded with ``seed`` for the run and given back as they were afterwards.
+
+    ``out`` is the run's folder (new or empty unless resuming): checkpoints every ``checkpoint_every`` steps, the
+    best one by ``metric``, and the final model (see the module docstring). ``resume`` is a checkpoint folder (or a
+    run folder, meaning its ``checkpoints/last``) written by the same model and run config; ``batches`` must then
+    have ``state_dict()`` / ``load_state_dict()``, and the run continues exactly where it stopped.
+
+    ``evaluate(encoder) -> {name: float}`` (e.g. ``lambda e: evaluate_sts(e, pairs)``) runs every ``eval_every``
+    steps and after the last; ``metric`` names the value (higher is better) whose best step is kept.
+    ``progress(step, total)`` returning False cancels (:class:`~embedlab.errors.CancelledError`; checkpoints written
+    before stay, nothing else is written). ``show_progress`` draws a bar with the loss and pairs/s (default: when
+    stderr is a terminal). A NaN or infinite loss or gradient raises :class:`NonFiniteLossError` naming the step.
+    """
+    from embedlab.models.runtime import Backend
+
+    if getattr(encoder, "backend", None) is not Backend.TORCH:
+        raise UnsupportedError(f"{_OWNER}: encoder must be an Encoder loaded with backend='torch', got "
+                               f"{getattr(encoder, 'backend', type(encoder).__name__)!r}. Load it with backend='torch'.")
+    loss_map = _check_losses(losses)
+    total = _total_steps(batches, steps, epochs)
+    lr = _check_float(lr, "lr", low=0.0, low_open=True)
+    weight_decay = _check_float(weight_decay, "weight_decay", low=0.0)
+    warmup = _check_float(warmup, "warmup", low=0.0, high=1.0)
+    if max_grad_norm is not None:
+        max_grad_norm = _check_float(max_grad_norm, "max_grad_norm", low=0.0, low_open=True)
+    seed = check_int(seed, _OWNER, "seed", low=0)
+    check_int(checkpoint_every, _OWNER, "checkpoint_every", allow_none=True)
+    check_int(eval_every, _OWNER, "eval_every", allow_none=True)
+    if checkpoint_every is not None and out is None:
+        raise InvalidInputError(f"{_OWNER}: out must be a folder when checkpoint_every is set, got None. Pass out=.")
+    if evaluate is None and (eval_every is not None or metric is not None):
+        raise InvalidInputError(f"{_OWNER}: evaluate must be a callable when eval_every or metric is set, got None. "
+                                "Pass evaluate=lambda encoder: {...}.")
+    if evaluate is not None and not callable(evaluate):
+        raise InvalidInputError(f"{_OWNER}: evaluate must be a callable encoder -> dict, got {type(evaluate).__name__}.")
+    if (out is not None or resume is not None) and not (hasattr(batches, "state_dict")
+                                                        and hasattr(batches, "load_state_dict")):
+        raise InvalidInputError(f"{_OWNER}: batches must have state_dict() and load_state_dict() to checkpoint or "
+                                f"resume, got {type(batches).__name__}. Use embedlab.train.data.Batches.")
+    _check_device(device)
+    out = None if out is None else Path(out)
+    if out is not None and resume is None and out.exists() and any(out.iterdir()):
+        raise ConflictError(f"{_OWNER}: out must be a new or empty folder, got {str(out)!r} with files in it. Pass "
+                            f"resume={str(out / 'checkpoints' / 'last')!r} to continue that run, or choose another folder.")
+
+    modules = _modules(encoder, loss_map)
+    for module in modules.values():
+        module.to(device)
+    named = _trainable(modules)
+    config = {"steps": steps, "epochs": epochs, "total_steps": total, "lr": lr, "weight_decay": weight_decay,
+              "warmup": warmup, "max_grad_norm": max_grad_norm, "seed": seed,
+              "losses": {name: type(loss).__qualname__ for name, loss in loss_map.items()},
+              "parameters": hashlib.sha256(json.dumps([[n, list(p.shape)] for n, p in named]).encode()).hexdigest()[:16]}
+    config_fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    model_fingerprint = encoder.fingerprint
+    decay = [p for _, p in named if p.ndim >= 2]
+    no_decay = [p for _, p in named if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    warm = math.ceil(warmup * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: s / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+
+    state = {"step": 0, "losses": [], "evaluations": [], "best": None, "last": None}
+    resumed_from = None
+    params = [p for _, p in named]
+    training = {name: m.training for name, m in modules.items()}
+    saved_rng = _rng_state(device)
+    started, pairs = time.perf_counter(), 0
+    bar = None
+    try:
+        _seed(seed, device)
+        if resume is not None:
+            ckpt = _resolve_checkpoint(resume)
+            meta = _read_checkpoint(ckpt, modules, optimizer, scheduler, batches, device,
+                                    model_fingerprint=model_fingerprint, config=config,
+                                    config_fingerprint=config_fingerprint)
+            state.update(step=meta["step"], losses=list(meta["losses"]), evaluations=list(meta["evaluations"]),
+                         best=meta["best"], last=ckpt)
+            resumed_from = meta["step"]
+        ckpts = None if out is None else out / "checkpoints"
+        if show_progress or (show_progress is None and sys.stderr.isatty()):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=state["step"], desc="train", unit="step")
+        for module in modules.values():
+            module.train()
+        source = iter(batches)
+        for step in range(state["step"] + 1, total + 1):
+            name, batch, source = _next_batch(batches, source, step)
+            loss_fn = loss_map.get(name, loss_map.get(_ANY))
+            if loss_fn is None:
+                raise InvalidInputError(f"{_OWNER}: losses must have a loss for data set {name!r}, got losses for "
+                                        f"{sorted(loss_map)}. Add {{{name!r}: loss}}.")
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(encoder, batch)
+            if not (torch.is_tensor(loss) and loss.ndim == 0 and loss.requires_grad):
+                raise InvalidInputError(f"{_OWNER}: the loss for {name!r} must return a scalar tensor with gradients, "
+                                        f"got {_describe(loss)} at step {step}. Return loss.mean() of the batch.")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _diverged("loss", value, step, name, state["last"])
+            loss.backward()
+            if max_grad_norm is not None:
+                norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+                if not math.isfinite(norm):
+                    _diverged("gradient norm", norm, step, name, state["last"])
+            optimizer.step()
+            scheduler.step()
+            state["step"] = step
+            state["losses"].append(value)
+            pairs += len(next(iter(batch.values())))
+            if bar is not None:
+                bar.update(1)
+                rate = pairs / max(time.perf_counter() - started, 1e-9)
+                recent = state["losses"][-20:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", pairs_s=f"{rate:.1f}", refresh=False)
+            report_progress(progress, step, total)
+            if evaluate is not None and ((eval_every and step % eval_every == 0) or step == total):
+                if _evaluate(evaluate, encoder, modules, step, metric, state, device) and ckpts is not None:
+                    state["best"]["path"] = str(ckpts / "best")
+                    _write_checkpoint(ckpts / "best", encoder, modules, optimizer, scheduler, batches, state, device,
+                                      model_fingerprint, config, config_fingerprint)
+            if ckpts is not None and checkpoint_every and step % checkpoint_every == 0:
+                _write_checkpoint(ckpts / "last", encoder, modules, optimizer, scheduler, batches, state, device,
+                                  model_fingerprint, config, config_fingerprint)
+                state["last"] = ckpts / "last"
+        for module in modules.values():
+            module.eval()
+        if out is not None:
+            _write_final(encoder, out)
+    finally:
+        if bar is not None:
+            bar.close()
+        for name, module in modules.items():
+            module.train(training[name])
+        _set_rng_state(saved_rng, device)
+        encoder._fingerprint = None  # the weights changed: caches keyed by the old fingerprint must not match
+    return TrainResult(steps=state["step"], losses=tuple(state["losses"]), evaluations=tuple(state["evaluations"]),
+                       best=state["best"], out=out, last_checkpoint=state["last"], resumed_from=resumed_from,
+                       pairs=pairs, seconds=time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- checks
+def _check_losses(losses) -> dict[str, torch.nn.Module]:
+    if isinstance(losses, torch.nn.Module):
+        return {_ANY: losses}
+    if isinstance(losses, Mapping) and losses and all(isinstance(k, str) and isinstance(v, torch.nn.Module)
+                                                       for k, v in losses.items()):
+        return dict(losses)
+    raise InvalidInputError(f"{_OWNER}: losses must be a torch.nn.Module or a non-empty {{data set name: Module}} "
+                            f"dict, got {_describe(losses)}. Pass e.g. InfoNCE() or {{'pairs': InfoNCE()}}.")
+
+
+def _total_steps(batches, steps, epochs) -> int:
+    if (steps is None) == (epochs is None):
+        raise InvalidInputError(f"{_OWNER}: pass exactly one of steps and epochs, got steps={steps!r} and "
+                                f"epochs={epochs!r}. Pass steps=N or epochs=E.")
+    if steps is not None:
+        return check_int(steps, _OWNER, "steps", hint="Train for at least one step.")
+    epochs = check_int(epochs, _OWNER, "epochs", hint="Train for at least one epoch.")
+    try:
+        per_epoch = len(batches)
+    except TypeError:
+        raise InvalidInputError(f"{_OWNER}: batches must have a len() (batches per epoch) with epochs=, got "
+                                f"{type(batches).__name__} without one. Pass steps= instead.") from None
+    if per_epoch < 1:
+        raise InvalidInputError(f"{_OWNER}: batches must hold at least one batch, got len(batches) == {per_epoch}. "
+                                "Check the data (and that the batch size is not larger than it).")
+    return epochs * per_epoch
+
+
+def _check_float(value, name: str, *, low: float, high: float | None = None, low_open: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > low if low_open else value >= low) and (high is None or value <= high):
+        return float(value)
+    expect = (f"a number in [{low}, {high}]" if high is not None
+              else f"a number {'>' if low_open else '>='} {low}")
+    raise InvalidInputError(f"{_OWNER}: {name} must be {expect}, got {value!r}.")
+
+
+def _check_device(device) -> None:
+    ok = device == "cpu" or (isinstance(device, str) and device.startswith("cuda") and torch.cuda.is_available())
+    if not ok:
+        raise InvalidInputError(f"{_OWNER}: device must be 'cpu' or an available 'cuda[:i]', got {device!r}. "
+                                "Use device='cpu'.")
+
+
+def _describe(value) -> str:
+    if torch.is_tensor(value):
+        return f"a tensor of shape {tuple(value.shape)}" + ("" if value.requires_grad else " without gradients")
+    return type(value).__name__
+
+
+def _next_batch(batches, source, step: int):
+    """``(name, batch, source)``; a new ``iter(batches)`` when ``source`` runs out (the next epoch)."""
+    for attempt in range(2):
+        try:
+            item = next(source)
+            break
+        except StopIteration:
+            if attempt == 0:
+                source = iter(batches)
+    else:
+        if step == 1:
+            raise InvalidInputError(f"{_OWNER}: batches must yield at least one batch, got an empty iterator. "
+                                    "Check the data (and that the batch size is not larger than it).")
+        raise InvalidInputError(f"{_OWNER}: batches must yield a batch for every step, got none at step {step}. "
+                                "Pass an iterable that starts a new epoch on iter(), or fewer steps.")
+    ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)
+    if not ok or not item[1] or not all(isinstance(v, list) for v in item[1].values()) \
+            or not len(next(iter(item[1].values()))):
+        raise InvalidInputError(f"{_OWNER}: batches must yield (name, {{column: non-empty list}}), got "
+                                f"{_describe(item)} {str(item)[:80]} at step {step}.")
+    return item[0], item[1], source
+
+
+def _diverged(what: str, value: float, step: int, name: str, last: Path | None):
+    kept = (f"The last good checkpoint is {str(last)!r}." if last is not None
+            else "No checkpoint was written (pass out= and checkpoint_every= to keep one).")
+    raise NonFiniteLossError(f"{_OWNER}: the {what} must be finite, got {value} at step {step} (data set {name!r}). "
+                             f"{kept} Lower lr, or check that batch's data.")
+
+
+# ---------------------------------------------------------------- modules and RNG
+def _modules(encoder, loss_map) -> dict[str, torch.nn.Module]:
+    modules = {"model": encoder.model}
+    head = getattr(encoder.runtime, "head", None)
+    if head is not None:
+        modules["head"] = head
+    for name, loss in loss_map.items():
+        modules[f"loss.{name}"] = loss
+    return modules
+
+
+def _trainable(modules) -> list[tuple[str, torch.nn.Parameter]]:
+    seen, named = set(), []
+    for prefix, module in modules.items():
+        for name, p in module.named_parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                named.append((f"{prefix}.{name}", p))
+    return named
+
+
+def _cuda_index(device: str) -> int | None:
+    return torch.device(device).index or 0 if device.startswith("cuda") else None
+
+
+def _rng_state(device: str) -> dict:
+    cuda = _cuda_index(device)
+    return {"torch": torch.get_rng_state(), "cuda": None if cuda is None else torch.cuda.get_rng_state(cuda),
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict, device: str) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], _cuda_index(device))
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _seed(seed: int, device: str) -> None:
+    torch.default_generator.manual_seed(seed)
+    if _cuda_index(device) is not None:
+        with torch.cuda.device(_cuda_index(device)):
+            torch.cuda.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _evaluate(evaluate, encoder, modules, step, metric, state, device) -> bool:
+    """Run ``evaluate`` in eval mode with the RNG streams untouched; True when it is the best ``metric`` so far."""
+    rng = _rng_state(device)
+    for module in modules.values():
+        module.eval()
+    try:
+        scores = evaluate(encoder)
+    finally:
+        for module in modules.values():
+            module.train()
+        _set_rng_state(rng, device)
+    if not isinstance(scores, Mapping):
+        raise InvalidInputError(f"{_OWNER}: evaluate must return a dict of floats, got {_describe(scores)}.")
+    scores = {str(k): float(v) for k, v in scores.items()}
+    state["evaluations"].append({"step": step, **scores})
+    if metric is None:
+        return False
+    if metric not in scores:
+        raise InvalidInputError(f"{_OWNER}: metric must be one of the names evaluate returns {sorted(scores)}, "
+                                f"got {metric!r}.")
+    best = state["best"]
+    if best is None or scores[metric] > best["value"]:
+        state["best"] = {"step": step, "metric": metric, "value": scores[metric], "path": None}
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- checkpoints (safetensors + JSON, never pickle)
+def _write_checkpoint(path: Path, encoder, modules, optimizer, scheduler, batches, state, device,
+                      model_fingerprint, config, config_fingerprint) -> None:
+    from safetensors.torch import save_file
+
+    optim = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in optim["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    weights = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
+    rng = _rng_state(device)
+    np_rng = rng["numpy"]
+    meta = {
+        "format_version": FORMAT_VERSION, "step": state["step"], "model_fingerprint": model_fingerprint,
+        "config_fingerprint": config_fingerprint, "config": config,
+        "optimizer": {"param_groups": optim["param_groups"], "state": scalars},
+        "scheduler": scheduler.state_dict(),
+        "rng": {"numpy": [np_rng[0], np_rng[1].tolist(), *map(_plain, np_rng[2:])],
+                "python": [rng["python"][0], list(rng["python"][1]), rng["python"][2]]},
+        "data": batches.state_dict(), "losses": state["losses"], "evaluations": state["evaluations"],
+        "best": state["best"],
+    }
+    text = json.dumps(meta)  # fails here, before anything is written, if a state is not plain data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.mkdir()
+        save_file(_plain_tensors(weights), tmp / "weights.safetensors")
+        save_file(_plain_tensors(tensors), tmp / "optimizer.safetensors")
+        save_file(_plain_tensors({k: v for k, v in (("torch", rng["torch"]), ("cuda", rng["cuda"])) if v is not None}),
+                  tmp / "rng.safetensors")
+        encoder.save(tmp / "model")
+        (tmp / "trainer.json").write_text(text)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies (safetensors refuses tensors that share memory)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def _resolve_checkpoint(resume) -> Path:
+    path = Path(resume)
+    if not (path / "trainer.json").is_file() and (path / "checkpoints" / "last" / "trainer.json").is_file():
+        path = path / "checkpoints" / "last"
+    if not (path / "trainer.json").is_file():
+        raise InvalidInputError(f"{_OWNER}: resume must be a checkpoint folder holding trainer.json (or a run folder "
+                                f"with checkpoints/last), got {str(path)!r}. Pass <out>/checkpoints/last.")
+    return path
+
+
+def _read_checkpoint(path: Path, modules, optimizer, scheduler, batches, device, *, model_fingerprint, config,
+                     config_fingerprint) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads((path / "trainer.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{_OWNER}: resume must be a readable checkpoint, got {path / 'trainer.json'}: {exc}.") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataFormatError(f"{_OWNER}: resume must be a checkpoint of format_version {FORMAT_VERSION}, got "
+                              f"{meta.get('format_version')!r} in {str(path)!r}.")
+    if meta["model_fingerprint"] != model_fingerprint:
+        raise InvalidInputError(f"{_OWNER}: resume must be a checkpoint of this model (fingerprint {model_fingerprint}), "
+                                f"got one of model {meta['model_fingerprint']} in {str(path)!r}. Resume with the "
+                                "encoder that run started from.")
+    if meta["config_fingerprint"] != config_fingerprint:
+        differ = [f"{k}={meta['config'].get(k)!r} there, {config.get(k)!r} here" for k in sorted(config)
+                  if meta["config"].get(k) != config.get(k)]
+        raise InvalidInputError(f"{_OWNER}: resume must be a checkpoint of this run's config, got one from another "
+                                f"config in {str(path)!r} ({'; '.join(differ)}). Pass the settings that run used.")
+    weights = load_file(path / "weights.safetensors", device=str(device))
+    for prefix, module in modules.items():
+        start = prefix + "."
+        module.load_state_dict({k[len(start):]: v for k, v in weights.items() if k.startswith(start)}, strict=True)
+    optim_state: dict[int, dict] = {}
+    for key, value in load_file(path / "optimizer.safetensors").items():
+        idx, name = key.split(".", 1)
+        optim_state.setdefault(int(idx), {})[name] = value
+    for idx, entry in meta["optimizer"]["state"].items():
+        optim_state.setdefault(int(idx), {}).update(entry)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["optimizer"]["param_groups"]]
+    optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
+    scheduler.load_state_dict(meta["scheduler"])
+    batches.load_state_dict(meta["data"])
+    tensors = load_file(path / "rng.safetensors")
+    numpy_state = meta["rng"]["numpy"]
+    python_state = meta["rng"]["python"]
+    _set_rng_state({"torch": tensors["torch"], "cuda": tensors.get("cuda") if _cuda_index(device) is not None else None,
+                    "numpy": (numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]),
+                    "python": (python_state[0], tuple(python_state[1]), python_state[2])}, device)
+    return meta
+
+
+def _write_final(encoder, out: Path) -> None:
+    """``encoder.save`` into ``out`` beside its checkpoints; ``modules.json`` moves in last."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".final-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    encoder.save(staging)
+    try:
+        for entry in sorted(staging.iterdir(), key=lambda p: p.name == "modules.json"):
+            target = out / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+        fsync_dir(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
