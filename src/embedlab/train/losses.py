@@ -1,0 +1,360 @@
+"""Training losses: ``torch.nn.Module``\\ s called as ``loss(encoder, batch) -> scalar``.
+
+Each loss encodes the columns of a batch itself (``encoder.tokenize(texts, prompt=...)`` then
+``encoder.forward(features)``, the encoder's differentiable torch path), with the batch's per-column prompts
+(:func:`embedlab.train.data.prompt_for`), so a loss such as :class:`CachedInfoNCE` controls its own passes.
+The arithmetic on embeddings is in plain functions (:func:`info_nce`, :func:`gist_mask`, :func:`cosent`),
+tested against hand computation. Similarities are cosines throughout.
+
+Shapes: ``b`` rows per batch, ``k`` hard negatives per row, ``d`` the embedding width.
+Late interaction (``MaxSimContrastive``) is not here yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from embedlab.errors import InvalidInputError
+from embedlab.params import check_choice, check_int
+from embedlab.train.data import prompt_for
+
+MARGIN_STRATEGIES = ("absolute", "relative")
+_TIE = 1e-6  # GISTEmbed: a candidate within this of the positive's guide similarity counts as a duplicate
+
+
+# ---------------------------------------------------------------------------------------------- shared pieces
+def _positive_float(value, owner: str, name: str, hint: str = "") -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    if not ok:
+        raise InvalidInputError(f"{owner}: {name} must be a positive finite number, got {value!r}.{hint}")
+    return float(value)
+
+
+def _columns(batch: Mapping, names: Sequence[str], owner: str) -> None:
+    missing = [n for n in names if n not in batch]
+    if missing or not isinstance(batch, Mapping):
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise InvalidInputError(f"{owner}: batch must have columns {list(names)}, got {got}. Use a data set of the "
+                                "kind this loss trains on (contrastive: anchor/positive; scored: sentence1/sentence2/score).")
+    sizes = {n: len(batch[n]) for n in names}
+    if len(set(sizes.values())) != 1 or not next(iter(sizes.values())):
+        raise InvalidInputError(f"{owner}: batch columns must have one non-zero length, got {sizes}.")
+
+
+def contrastive_texts(batch: Mapping, owner: str) -> tuple[list[str], list[str], list[str], int]:
+    """``(anchors [b], positives [b], negatives [b * k] row-major, k)`` of a contrastive batch."""
+    _columns(batch, ("anchor", "positive"), owner)
+    anchors, positives = list(batch["anchor"]), list(batch["positive"])
+    negatives = batch.get("negative") or []
+    if negatives and len(negatives) != len(anchors):
+        raise InvalidInputError(f"{owner}: batch column 'negative' must have one list per row, got "
+                                f"{len(negatives)} lists for {len(anchors)} rows.")
+    counts = {len(row) for row in negatives}
+    if len(counts) > 1:
+        raise InvalidInputError(f"{owner}: batch column 'negative' must have the same count per row, got "
+                                f"counts {sorted(counts)}.")
+    k = counts.pop() if counts else 0
+    return anchors, positives, [t for row in negatives for t in row], k
+
+
+def embed(encoder, texts: list[str], prompt: str | None) -> torch.Tensor:
+    """``encoder.forward(encoder.tokenize(texts, prompt=prompt))``: pooled embeddings ``[n, d]`` with gradients."""
+    return encoder.forward(encoder.tokenize(texts, prompt=prompt))
+
+
+def _candidate_groups(batch: Mapping, positives: list[str], negatives: list[str]) -> list[tuple[list[str], str | None]]:
+    """The candidate texts as ``(texts, prompt)`` groups: one group when negatives share the positives' prompt."""
+    p_prompt, n_prompt = prompt_for(batch, "positive"), prompt_for(batch, "negative")
+    if not negatives:
+        return [(positives, p_prompt)]
+    if n_prompt == p_prompt:
+        return [(positives + negatives, p_prompt)]
+    return [(positives, p_prompt), (negatives, n_prompt)]
+
+
+def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, *, temperature: float = 0.05,
+             symmetric: bool = False) -> torch.Tensor:
+    """InfoNCE over cosine similarities (van den Oord et al. 2018, eq. 4; the multiple-negatives ranking loss).
+
+    ``anchors [b, d]``; ``candidates [b + m, d]`` whose first ``b`` rows are the anchors' positives (row ``i``
+    of anchor ``i``) and the rest any further negatives (e.g. ``b * k`` hard negatives). With
+    ``s_ij = cos(anchor_i, candidate_j) / temperature`` the loss is ``mean_i -log softmax_j(s_i)[i]``.
+    ``symmetric`` averages it with the positives-to-anchors term ``mean_i -log softmax_j(cos(p_i, a_j)/t)[i]``
+    (Radford et al. 2021's two-way loss). Returns a scalar of the inputs' dtype.
+    """
+    b = anchors.shape[0]
+    a = F.normalize(anchors, p=2, dim=1)
+    c = F.normalize(candidates, p=2, dim=1)
+    labels = torch.arange(b, device=anchors.device)
+    loss = F.cross_entropy(a @ c.T / temperature, labels)
+    if symmetric:
+        loss = (loss + F.cross_entropy(c[:b] @ a.T / temperature, labels)) / 2
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------- InfoNCE
+class InfoNCE(torch.nn.Module):
+    """Multiple-negatives ranking / InfoNCE with in-batch and hard negatives (van den Oord et al. 2018, as
+    trained by NV-Embed, Lee et al. 2024, and KaLM-Embedding, Hu et al. 2025).
+
+    Batch: contrastive columns ``anchor [b]``, ``positive [b]``, optional ``negative [b][k]``. Each anchor is
+    scored against all ``b`` positives and all ``b * k`` hard negatives (cosine / ``temperature``) and trained
+    to rank its own positive first (:func:`info_nce`). ``temperature=0.05`` is sentence-transformers'
+    ``MultipleNegativesRankingLoss(scale=20)``. ``symmetric`` adds the positives-to-anchors term.
+    """
+
+    def __init__(self, temperature: float = 0.05, *, symmetric: bool = False) -> None:
+        super().__init__()
+        self.temperature = _positive_float(temperature, type(self).__name__, "temperature",
+                                           " sentence-transformers' scale 20 is temperature 0.05.")
+        if not isinstance(symmetric, bool):
+            raise InvalidInputError(f"{type(self).__name__}: symmetric must be a bool, got {symmetric!r}.")
+        self.symmetric = symmetric
+
+    def groups(self, batch: Mapping) -> tuple[list[tuple[list[str], str | None]], int]:
+        """The texts to encode as ``(texts, prompt)`` groups (anchors first) and how many groups are anchors."""
+        anchors, positives, negatives, _ = contrastive_texts(batch, f"{type(self).__name__}.forward")
+        return [(anchors, prompt_for(batch, "anchor"))] + _candidate_groups(batch, positives, negatives), 1
+
+    def from_embeddings(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The loss from the embeddings of :meth:`groups` (anchors ``[b, d]``, then candidate groups)."""
+        return info_nce(parts[0], torch.cat(parts[1:]), temperature=self.temperature, symmetric=self.symmetric)
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        groups, _ = self.groups(batch)
+        return self.from_embeddings([embed(encoder, texts, prompt) for texts, prompt in groups])
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, symmetric={self.symmetric}"
+
+
+# ---------------------------------------------------------------------------------------------- GradCache
+class _RngState:
+    """The torch RNG state(s) before a chunk's first pass, restored (in a fork) for its re-run, so dropout
+    draws the same masks twice (Gao et al. 2021's ``RandContext``)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = device if device.type == "cuda" else None
+        self.cuda_state = torch.cuda.get_rng_state(device) if self.cuda is not None else None
+
+    @contextlib.contextmanager
+    def restored(self):
+        with torch.random.fork_rng(devices=[self.cuda] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda_state, self.cuda)
+            yield
+
+
+def trainable_parameters(encoder) -> list[torch.nn.Parameter]:
+    """The parameters ``encoder.forward`` trains: the backbone's and the Dense head's, those with ``requires_grad``."""
+    modules = [encoder.model]
+    head = getattr(encoder.runtime, "head", None)
+    if head is not None:
+        modules.append(head)
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+
+class _GradCache(torch.autograd.Function):
+    """Forward: every chunk embedded without a graph, the loss and its gradient w.r.t. the embeddings.
+    Backward: each chunk re-embedded with a graph (same RNG state) and its cached embedding gradient
+    (times the incoming gradient) pulled back to the parameters, one chunk in memory at a time."""
+
+    @staticmethod
+    def forward(ctx, encoder, chunks: list, n_parts: list[int], loss_of: Callable, *params):
+        states, embeddings = [], []
+        for features in chunks:  # Function.forward runs without grad
+            states.append(_RngState(encoder.device))
+            embeddings.append(encoder.forward(features))
+        with torch.enable_grad():
+            leaves = [e.detach().requires_grad_() for e in embeddings]
+            parts, start = [], 0
+            for n in n_parts:  # chunks back into the loss's groups
+                parts.append(torch.cat(leaves[start:start + n]))
+                start += n
+            loss = loss_of(parts)
+            grads = torch.autograd.grad(loss, leaves)
+        ctx.encoder, ctx.chunks, ctx.states, ctx.grads = encoder, chunks, states, grads
+        ctx.save_for_backward(*params)
+        return loss.detach()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        params = ctx.saved_tensors
+        total: list[torch.Tensor | None] = [None] * len(params)
+        for features, state, grad in zip(ctx.chunks, ctx.states, ctx.grads):
+            with torch.enable_grad(), state.restored():
+                embedding = ctx.encoder.forward(features)
+                pieces = torch.autograd.grad(embedding, params, grad_outputs=grad * grad_output, allow_unused=True)
+            for i, piece in enumerate(pieces):
+                if piece is not None:
+                    total[i] = piece if total[i] is None else total[i] + piece
+        ctx.chunks = ctx.grads = ctx.states = None
+        return (None, None, None, None, *total)
+
+
+class CachedInfoNCE(InfoNCE):
+    """:class:`InfoNCE` with GradCache (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under
+    Memory Limited Setup", Algorithm 1): the same loss and gradients, with memory bounded by ``mini_batch``
+    texts per pass instead of the batch, so the effective batch (the in-batch negatives) can be large.
+
+    The returned scalar comes from a custom ``torch.autograd.Function``: its forward embeds every chunk of
+    ``mini_batch`` texts without a graph and computes the loss and its gradient w.r.t. those embeddings
+    ``[b * (2 + k), d]`` (cached); its backward — run by the trainer's ``loss.backward()`` (or
+    ``torch.autograd.grad``) — re-embeds each chunk with a graph, restoring the RNG state of its first pass
+    so dropout matches, and back-propagates the cached gradients into the encoder's parameters
+    (:func:`trainable_parameters`). Each chunk is encoded twice (about 1.3x the uncached compute).
+    """
+
+    def __init__(self, temperature: float = 0.05, *, symmetric: bool = False, mini_batch: int = 32) -> None:
+        super().__init__(temperature, symmetric=symmetric)
+        self.mini_batch = check_int(mini_batch, "CachedInfoNCE", "mini_batch",
+                                    hint="It bounds the texts per forward pass.")
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        groups, _ = self.groups(batch)
+        chunks, n_parts = [], []
+        for texts, prompt in groups:
+            pieces = [texts[i:i + self.mini_batch] for i in range(0, len(texts), self.mini_batch)]
+            chunks.extend(encoder.tokenize(piece, prompt=prompt) for piece in pieces)
+            n_parts.append(len(pieces))
+        return _GradCache.apply(encoder, chunks, n_parts, self.from_embeddings, *trainable_parameters(encoder))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mini_batch={self.mini_batch}"
+
+
+# ---------------------------------------------------------------------------------------------- GISTEmbed
+def gist_mask(guide_anchor: torch.Tensor, guide_positive: torch.Tensor, guide_negative: torch.Tensor | None = None,
+              *, margin: float = 0.0, margin_strategy: str = "absolute", contrast_anchors: bool = True,
+              contrast_positives: bool = True) -> torch.Tensor:
+    """GISTEmbed's false-negative mask (Solatorio 2024, sec. 3): ``True`` where a candidate is dropped.
+
+    Inputs are the guide's embeddings: ``guide_anchor [b, g]``, ``guide_positive [b, g]``, optional
+    ``guide_negative [b * k, g]`` (any width ``g``; normalised here). Columns of the mask ``[b, m]`` follow
+    :class:`GISTEmbed`'s score matrix: the ``b`` in-batch positives, then (``contrast_anchors``) the ``b``
+    anchors, then (``contrast_positives``) the ``b`` positives compared with positive ``i``, then the ``b * k``
+    hard negatives. With ``t_i = cos_guide(anchor_i, positive_i)``, a candidate of row ``i`` is dropped when its
+    guide similarity (to anchor ``i``; to positive ``i`` in the positives block) exceeds ``t_i - margin``
+    (``"absolute"``) or ``t_i - |t_i| * margin`` (``"relative"``, i.e. ``t_i (1 - margin)`` for ``t_i > 0``);
+    a tie within 1e-6 (a duplicate text) counts as exceeding. Row ``i``'s own positive is never dropped;
+    the self-pairs of the anchor and positive blocks always are.
+    """
+    strategy = check_choice(margin_strategy, MARGIN_STRATEGIES, "gist_mask", "margin_strategy")
+    ga, gp = F.normalize(guide_anchor, dim=1), F.normalize(guide_positive, dim=1)
+    ap = ga @ gp.T
+    t = ap.diagonal().unsqueeze(1)
+    limit = (t - margin if strategy == "absolute" else t - t.abs() * margin) - _TIE
+    eye = torch.eye(ap.shape[0], dtype=torch.bool, device=ap.device)
+    blocks = [(ap > limit) & ~eye]
+    if contrast_anchors:
+        blocks.append((ga @ ga.T > limit) | eye)
+    if contrast_positives:
+        blocks.append((gp @ gp.T > limit) | eye)
+    if guide_negative is not None and guide_negative.shape[0]:
+        blocks.append(ga @ F.normalize(guide_negative, dim=1).T > limit)
+    return torch.cat(blocks, dim=1)
+
+
+class GISTEmbed(torch.nn.Module):
+    """Guided in-sample selection of training negatives (GISTEmbed; Solatorio 2024, arXiv:2402.16829).
+
+    :class:`InfoNCE` whose candidates a ``guide`` encoder filters: a candidate (an in-batch positive, another
+    anchor, another positive, or a hard negative) that the guide finds more similar to the anchor than the
+    anchor's own positive (less ``margin``; see :func:`gist_mask`) is probably a false negative and is dropped
+    from the softmax. Scores ``[b, b (1 + contrast_anchors + contrast_positives) + b k]`` are model cosines /
+    ``temperature``; the target of row ``i`` is column ``i``. The guide encodes the raw texts with the same
+    prompts, through its own :meth:`~embedlab.models.Encoder.encode` (its own tokenizer, which may differ, and
+    any backend or width), without gradients.
+    """
+
+    def __init__(self, guide, temperature: float = 0.01, *, margin: float = 0.0, margin_strategy: str = "absolute",
+                 contrast_anchors: bool = True, contrast_positives: bool = True) -> None:
+        super().__init__()
+        if not callable(getattr(guide, "encode", None)):
+            raise InvalidInputError(f"GISTEmbed: guide must be an Encoder, got {type(guide).__name__}. "
+                                    "Load one with Encoder.load(...).")
+        self.guide = guide
+        self.temperature = _positive_float(temperature, "GISTEmbed", "temperature")
+        ok = not isinstance(margin, bool) and isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0
+        if not ok:
+            raise InvalidInputError(f"GISTEmbed: margin must be a finite number >= 0, got {margin!r}.")
+        self.margin = float(margin)
+        self.margin_strategy = check_choice(margin_strategy, MARGIN_STRATEGIES, "GISTEmbed", "margin_strategy")
+        for name, flag in (("contrast_anchors", contrast_anchors), ("contrast_positives", contrast_positives)):
+            if not isinstance(flag, bool):
+                raise InvalidInputError(f"GISTEmbed: {name} must be a bool, got {flag!r}.")
+        self.contrast_anchors, self.contrast_positives = contrast_anchors, contrast_positives
+
+    def _guide(self, texts: list[str], prompt: str | None, device) -> torch.Tensor:
+        vectors = self.guide.encode(texts, prompt=prompt, batch_size=len(texts), show_progress=False)
+        return torch.from_numpy(vectors).to(device)
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        anchors, positives, negatives, _ = contrastive_texts(batch, "GISTEmbed.forward")
+        a_prompt, p_prompt, n_prompt = (prompt_for(batch, c) for c in ("anchor", "positive", "negative"))
+        a, p = embed(encoder, anchors, a_prompt), embed(encoder, positives, p_prompt)
+        n = embed(encoder, negatives, n_prompt) if negatives else None
+        with torch.no_grad():
+            ga, gp = self._guide(anchors, a_prompt, a.device), self._guide(positives, p_prompt, a.device)
+            gn = self._guide(negatives, n_prompt, a.device) if negatives else None
+            mask = gist_mask(ga, gp, gn, margin=self.margin, margin_strategy=self.margin_strategy,
+                             contrast_anchors=self.contrast_anchors, contrast_positives=self.contrast_positives)
+        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
+        blocks = [a @ p.T]
+        if self.contrast_anchors:
+            blocks.append(a @ a.T)
+        if self.contrast_positives:
+            blocks.append(p @ p.T)
+        if n is not None:
+            blocks.append(a @ F.normalize(n, dim=1).T)
+        scores = (torch.cat(blocks, dim=1) / self.temperature).masked_fill(mask, -torch.inf)
+        return F.cross_entropy(scores, torch.arange(len(anchors), device=scores.device))
+
+    def extra_repr(self) -> str:
+        return (f"temperature={self.temperature}, margin={self.margin}, margin_strategy={self.margin_strategy!r}, "
+                f"contrast_anchors={self.contrast_anchors}, contrast_positives={self.contrast_positives}")
+
+
+# ---------------------------------------------------------------------------------------------- CoSENT
+def cosent(similarities: torch.Tensor, scores: torch.Tensor, *, scale: float = 20.0) -> torch.Tensor:
+    """CoSENT (Su 2022, "CoSENT: a more efficient sentence vector scheme than Sentence-BERT", eq. 3).
+
+    ``similarities [b]`` (cosines of the pairs), ``scores [b]`` (gold labels, any scale; only their order
+    matters): ``log(1 + sum_{(i, j): score_i > score_j} exp(scale * (cos_j - cos_i)))``, a scalar; 0 terms
+    (all scores equal) give ``log 1 = 0``.
+    """
+    diff = scale * (similarities[None, :] - similarities[:, None])  # [i, j] = scale * (cos_j - cos_i)
+    wrong = scores[:, None] > scores[None, :]
+    terms = torch.cat([diff.new_zeros(1), diff[wrong]])
+    return torch.logsumexp(terms, dim=0)
+
+
+class CoSENT(torch.nn.Module):
+    """CoSENT for scored pairs (Su 2022; sentence-transformers' ``CoSENTLoss``): every pair with a higher
+    gold score should have a higher cosine than every pair with a lower one (:func:`cosent`).
+
+    Batch: scored columns ``sentence1 [b]``, ``sentence2 [b]``, ``score [b]`` (floats).
+    """
+
+    def __init__(self, scale: float = 20.0) -> None:
+        super().__init__()
+        self.scale = _positive_float(scale, "CoSENT", "scale")
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        _columns(batch, ("sentence1", "sentence2", "score"), "CoSENT.forward")
+        u = embed(encoder, list(batch["sentence1"]), prompt_for(batch, "sentence1"))
+        v = embed(encoder, list(batch["sentence2"]), prompt_for(batch, "sentence2"))
+        similarities = (F.normalize(u, dim=1) * F.normalize(v, dim=1)).sum(dim=1)
+        scores = torch.as_tensor([float(s) for s in batch["score"]], dtype=similarities.dtype,
+                                 device=similarities.device)
+        return cosent(similarities, scores, scale=self.scale)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
