@@ -89,7 +89,7 @@ def weights(encoder) -> dict[str, torch.Tensor]:
 
 
 def run(tiny, **options) -> tuple[Encoder, TrainResult]:
-    encoder = Encoder.load(tiny)
+    encoder = Encoder.load(tiny, threads=1)  # two threads on a busy 2-core machine are ~20x slower
     batches = options.pop("batches", None) or Pairs()
     options.setdefault("steps", 8)
     options.setdefault("lr", 1e-3)
@@ -97,7 +97,7 @@ def run(tiny, **options) -> tuple[Encoder, TrainResult]:
 
 
 def test_fit_trains_and_reports(tiny):
-    before = weights(Encoder.load(tiny))
+    before = weights(Encoder.load(tiny, threads=1))
     encoder, result = run(tiny, steps=12)
     assert result.steps == 12 and len(result.losses) == 12 and result.pairs == 48
     assert result.pairs_per_second > 0 and result.resumed_from is None and result.out is None
@@ -239,3 +239,33 @@ def test_bad_batches_are_clear_errors(tiny, tmp_path):
 def test_a_list_of_batches_starts_a_new_epoch_when_it_runs_out(tiny):
     _, result = run(tiny, batches=[next(Pairs())], steps=3)
     assert result.steps == 3
+
+
+def test_progress_bar_shows_loss_and_pairs_per_second(tiny, capsys):
+    run(tiny, steps=2, show_progress=True)
+    err = capsys.readouterr().err
+    assert "train" in err and "loss=" in err and "pairs_s=" in err
+
+
+def test_resume_is_exact_with_the_real_batches_and_losses(tiny, tmp_path):
+    data = pytest.importorskip("embedlab.train.data")
+    losses = pytest.importorskip("embedlab.train.losses")
+    words = WORDS[:12]
+
+    def make():
+        pairs = data.PairDataset({"anchor": [f"{w} dog" for w in words], "positive": [f"the {w} cat" for w in words]})
+        scored = data.PairDataset({"sentence1": [f"{w} tree" for w in words], "sentence2": [f"a {w} river" for w in words],
+                                   "score": [float(i % 5) for i in range(len(words))]})
+        return data.Batches({"pairs": pairs, "sts": scored}, batch_size=4, seed=0)
+
+    def go(out, **options):
+        encoder = Encoder.load(tiny, threads=1)
+        fit(encoder, make(), {"pairs": losses.InfoNCE(), "sts": losses.CoSENT()}, steps=8, lr=1e-3, out=out,
+            checkpoint_every=3, **options)
+        return weights(encoder)
+
+    full = go(tmp_path / "full")
+    with pytest.raises(CancelledError):
+        go(tmp_path / "cut", progress=lambda step, total: step < 4)
+    resumed = go(tmp_path / "cut", resume=tmp_path / "cut")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

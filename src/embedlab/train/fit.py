@@ -23,6 +23,7 @@ so that ``out`` only reads as a model once it is complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -115,6 +116,7 @@ def fit(
     ``progress(step, total)`` returning False cancels (:class:`~embedlab.errors.CancelledError`; checkpoints written
     before stay, nothing else is written). ``show_progress`` draws a bar with the loss and pairs/s (default: when
     stderr is a terminal). A NaN or infinite loss or gradient raises :class:`NonFiniteLossError` naming the step.
+    The encoder's ``threads`` (``Encoder.load(..., threads=)``) is the intra-op thread count while training.
     """
     from embedlab.models.runtime import Backend
 
@@ -173,6 +175,8 @@ def fit(
     saved_rng = _rng_state(device)
     started, pairs = time.perf_counter(), 0
     bar = None
+    threads = contextlib.ExitStack()
+    threads.enter_context(encoder.runtime.running())  # the encoder's intra-op thread count holds for training too
     try:
         _seed(seed, device)
         if resume is not None:
@@ -240,6 +244,7 @@ def fit(
         for name, module in modules.items():
             module.train(training[name])
         _set_rng_state(saved_rng, device)
+        threads.close()
         encoder._fingerprint = None  # the weights changed: caches keyed by the old fingerprint must not match
     return TrainResult(steps=state["step"], losses=tuple(state["losses"]), evaluations=tuple(state["evaluations"]),
                        best=state["best"], out=out, last_checkpoint=state["last"], resumed_from=resumed_from,
