@@ -277,7 +277,9 @@ class GISTEmbed(torch.nn.Module):
     def __init__(self, guide, temperature: float = 0.01, *, margin: float = 0.0, margin_strategy: str = "absolute",
                  contrast_anchors: bool = True, contrast_positives: bool = True) -> None:
         super().__init__()
-        if not callable(getattr(guide, "encode", None)):
+        from embedlab.models import Encoder
+
+        if not isinstance(guide, Encoder):
             raise InvalidInputError(f"GISTEmbed: guide must be an Encoder, got {type(guide).__name__}. "
                                     "Load one with Encoder.load(...).")
         self.guide = guide
