@@ -222,6 +222,8 @@ def test_state_from_another_config_is_refused():
     state = Batches(_pairs(10), 2, seed=0).state_dict()
     with pytest.raises(InvalidInputError, match=r"load_state_dict: state must come from batches with the same config"):
         Batches(_pairs(10), 2, seed=1).load_state_dict(state)
+    with pytest.raises(InvalidInputError, match=r"load_state_dict: state must come from batches with the same config"):
+        Batches(_pairs(10, prefix="other"), 2, seed=0).load_state_dict(state)  # other rows, same count
     with pytest.raises(InvalidInputError, match=r"load_state_dict: state must be a Batches.state_dict\(\) of format version 1"):
         Batches(_pairs(10), 2).load_state_dict({"step": 3})
 
@@ -235,3 +237,12 @@ def test_prompts_travel_with_the_batches():
         Batches(ds, 2, prompts={"anchor": "search: "})
     with pytest.raises(InvalidInputError, match=r"PairDataset: prompts keys must be among the text columns \['anchor', 'positive', 'negative'\], got 'query'"):
         PairDataset({"anchor": ["q"], "positive": ["p"]}, prompts={"query": "query: "})
+
+
+def test_batches_prompts_apply_to_the_data_sets_with_that_column():
+    scored = PairDataset({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "score": [0.0, 1.0]})
+    batches = Batches({"pairs": _pairs(2), "sts": scored}, 2, sampling="round_robin", prompts={"anchor": "query: "})
+    (_, pairs), (_, sts) = _take(batches, 2)
+    assert pairs.prompts == {"anchor": "query: "} and sts.prompts == {}
+    with pytest.raises(InvalidInputError, match=r"Batches: prompts keys must be text columns of the data sets .*got \['query'\]"):
+        Batches(_pairs(2), 2, prompts={"query": "query: "})

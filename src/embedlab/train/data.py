@@ -17,6 +17,7 @@ sentence-transformers): a duplicate positive would be a false in-batch negative 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -68,6 +69,7 @@ class PairDataset:
         self.source = source
         self.kind, self._columns = _check_columns(dict(columns), f"PairDataset({source!r})" if source else "PairDataset")
         self.prompts = _check_prompts(prompts, self.kind, self.columns, "PairDataset")
+        self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ loaders
     @classmethod
@@ -176,7 +178,18 @@ class PairDataset:
     def batch(self, rows) -> Batch:
         """The rows ``rows`` (a sequence of int indices) as a :class:`Batch` with this data set's prompts."""
         rows = [int(i) for i in rows]
-        return Batch({name: [values[i] for i in rows] for name, values in self._columns.items()}, self.prompts)
+        columns = {name: [values[i] for i in rows] for name, values in self._columns.items()}
+        if "negative" in columns:
+            columns["negative"] = [list(row) for row in columns["negative"]]  # the caller's to change
+        return Batch(columns, self.prompts)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hex digest (16) of the rows: a resumed run checks that it reads the data it started with."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self._columns, ensure_ascii=False).encode("utf-8"))
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     def row_texts(self, i: int) -> set[str]:
         """Every text of row ``i`` (the no-duplicates sampler keeps rows sharing one apart)."""
@@ -362,19 +375,29 @@ class Batches:
         self.drop_last = drop_last
         self.datasets = dict(datasets)
         self.names = list(self.datasets)
+        prompts = dict(prompts or {})
+        used: set[str] = set()
         self._prompts = {}
         for name, ds in self.datasets.items():
             if self.batch_size > len(ds):
                 raise InvalidInputError(f"Batches: batch_size must be at most the rows of every data set, got "
                                         f"{self.batch_size} for {name!r} with {len(ds)} rows. "
                                         "Use a smaller batch size or more data.")
-            extra = _check_prompts(prompts, ds.kind, ds.columns, "Batches")
+            # a prompt applies to the data sets that have its column (an 'anchor' prompt skips scored data sets)
+            extra = {c: p for c, p in prompts.items() if c in TEXT_COLUMNS[ds.kind]}
+            used.update(extra)
+            _check_prompts(extra, ds.kind, ds.columns, "Batches")
             clash = {c for c in extra if c in ds.prompts and ds.prompts[c] != extra[c]}
             if clash:
                 raise InvalidInputError(f"Batches: prompts must agree with the data sets' own, got "
                                         f"{ {c: extra[c] for c in clash} } against {name!r}'s "
                                         f"{ {c: ds.prompts[c] for c in clash} }. Set each prompt once.")
             self._prompts[name] = {**extra, **ds.prompts}
+        unused = sorted(set(prompts) - used)
+        if unused:
+            columns = sorted({c for ds in self.datasets.values() for c in TEXT_COLUMNS[ds.kind]})
+            raise InvalidInputError(f"Batches: prompts keys must be text columns of the data sets {columns}, got "
+                                    f"{unused}.")
         self._plans: dict[tuple[str, int], list[list[int]]] = {}
         self._rounds: dict[int, list[str]] = {}
         for name in self.names:
@@ -445,7 +468,8 @@ class Batches:
     # ------------------------------------------------------------------ resuming
     def _config(self) -> dict:
         return {"seed": self.seed, "batch_size": self.batch_size, "sampling": self.sampling,
-                "drop_last": self.drop_last, "datasets": {name: len(ds) for name, ds in self.datasets.items()}}
+                "drop_last": self.drop_last, "datasets": {name: {"rows": len(ds), "fingerprint": ds.fingerprint}
+                             for name, ds in self.datasets.items()}}
 
     def state_dict(self) -> dict:
         """The exact data position, as a JSON-able dict: ``{"format_version", "step", "round": {"index", "position"},
