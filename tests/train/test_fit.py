@@ -67,10 +67,14 @@ class Pairs:
 class InBatchInfoNCE(torch.nn.Module):
     """In-batch InfoNCE (van den Oord et al. 2018): cross-entropy of cosine / temperature against the diagonal."""
 
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.temperature = temperature
+
     def forward(self, encoder, batch):
         a = torch.nn.functional.normalize(encoder.forward(encoder.tokenize(batch["anchor"])), dim=-1)
         p = torch.nn.functional.normalize(encoder.forward(encoder.tokenize(batch["positive"])), dim=-1)
-        return torch.nn.functional.cross_entropy(a @ p.T / 0.05, torch.arange(len(a)))
+        return torch.nn.functional.cross_entropy(a @ p.T / self.temperature, torch.arange(len(a)))
 
 
 class NaNAt(InBatchInfoNCE):
@@ -161,6 +165,8 @@ def test_resume_from_another_model_or_config_is_an_error(tiny, other, tmp_path):
         run(other, steps=4, resume=last)
     with pytest.raises(InvalidInputError, match=r"this run's config.*lr=0.001 there, 0.0001 here"):
         run(tiny, steps=4, lr=1e-4, resume=last)
+    with pytest.raises(InvalidInputError, match=r"this run's config.*'temperature': 0.05.* there.*'temperature': 0.1"):
+        run(tiny, steps=4, loss=InBatchInfoNCE(0.1), resume=last)
     with pytest.raises(InvalidInputError, match="resume must be a checkpoint folder holding trainer.json"):
         run(tiny, steps=4, resume=tmp_path)
     with pytest.raises(ConflictError, match="out must be a new or empty folder"):

@@ -14,6 +14,7 @@ from embedlab.cli import index as index_cli
 from embedlab.cli.eval import bench_app, eval_app
 from embedlab.cli.limit import limit_app
 from embedlab.cli.options import FormatOpt, ModelOpt, OutputFormat
+from embedlab.cli.train import train_app
 from embedlab.errors import EmbedlabError
 
 
@@ -40,6 +41,7 @@ app.command("compact")(index_cli.compact_cmd)
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(limit_app, name="limit")
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:

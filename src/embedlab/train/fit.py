@@ -156,7 +156,7 @@ def fit(
     named = _trainable(modules)
     config = {"steps": steps, "epochs": epochs, "total_steps": total, "lr": lr, "weight_decay": weight_decay,
               "warmup": warmup, "max_grad_norm": max_grad_norm, "seed": seed,
-              "losses": {name: type(loss).__qualname__ for name, loss in loss_map.items()},
+              "losses": {name: _loss_settings(loss) for name, loss in loss_map.items()},
               "parameters": hashlib.sha256(json.dumps([[n, list(p.shape)] for n, p in named]).encode()).hexdigest()[:16]}
     config_fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     model_fingerprint = encoder.fingerprint
@@ -294,6 +294,13 @@ def _check_device(device) -> None:
     if not ok:
         raise InvalidInputError(f"{_OWNER}: device must be 'cpu' or an available 'cuda[:i]', got {device!r}. "
                                 "Use device='cpu'.")
+
+
+def _loss_settings(loss: torch.nn.Module) -> dict:
+    """A loss's class and plain settings (temperature, margin, ...): a resumed run must use the same."""
+    plain = {k: v for k, v in sorted(vars(loss).items()) if not k.startswith("_") and k != "training"
+             and isinstance(v, (bool, int, float, str)) and (not isinstance(v, float) or math.isfinite(v))}
+    return {"type": type(loss).__qualname__, **plain}
 
 
 def _describe(value) -> str:

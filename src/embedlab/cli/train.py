@@ -1,0 +1,123 @@
+"""``embedlab train contrastive``: fine-tune an encoder on pairs with :func:`embedlab.train.fit.fit`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedlab.cli.options import FormatOpt, ModelOpt, OutputFormat, load_encoder
+from embedlab.cli.render import emit
+from embedlab.errors import InvalidInputError, UnsupportedError
+
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune an encoder.")
+_OWNER = "embedlab train contrastive"
+
+
+class LossName(str, Enum):
+    infonce = "infonce"
+    cached = "cached"
+    gist = "gist"
+    cosent = "cosent"
+    maxsim = "maxsim"
+
+
+@train_app.command("contrastive")
+def train_contrastive(
+    data: Path = typer.Option(..., "--data", help="JSON-lines pairs (anchor/positive[/negative] or sentence1/"
+                                                  "sentence2/score), a BEIR folder (its --split qrels) or an STS folder."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, then the trained model."),
+    model: Optional[str] = ModelOpt,
+    loss: LossName = typer.Option(LossName.infonce, "--loss", help="infonce, cached (GradCache), gist, cosent "
+                                                                   "(scored pairs) or maxsim."),
+    guide: Optional[str] = typer.Option(None, "--guide", help="Guide model for --loss gist."),
+    hard_negatives: Optional[int] = typer.Option(None, "--hard-negatives", help="Mine N hard negatives per anchor."),
+    split: str = typer.Option("train", "--split", help="Split of a BEIR or STS folder to train on."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (or --epochs)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs over the data (or --steps)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per batch."),
+    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW)."),
+    warmup: float = typer.Option(0.1, "--warmup", help="Fraction of the steps spent warming up."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the batches and of training."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", help="BEIR folder (nDCG@10) or STS folder (Spearman)."),
+    eval_split: str = typer.Option("dev", "--eval-split", help="Split of --eval to score."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (and at the end)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (or checkpoint)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Fine-tune MODEL on DATA and write the trained model to OUT (it loads in embedlab and sentence-transformers)."""
+    from embedlab.train import losses as L
+    from embedlab.train.data import Batches
+    from embedlab.train.fit import fit
+
+    if hard_negatives is not None:
+        raise UnsupportedError(f"{_OWNER}: --hard-negatives must be left out for now, got {hard_negatives}. Mine "
+                               "negatives into the JSON-lines file's 'negative' column and train on that.")
+    if guide is not None and loss is not LossName.gist:
+        raise InvalidInputError(f"{_OWNER}: --guide must go with --loss gist, got --loss {loss.value}. "
+                                "Drop --guide or pass --loss gist.")
+    dataset = _read_pairs(data, split)
+    want = "scored" if loss is LossName.cosent else "contrastive"
+    if dataset.kind != want:
+        raise InvalidInputError(f"{_OWNER}: --data must hold {want} pairs for --loss {loss.value}, got {dataset.kind} "
+                                "pairs. Use --loss cosent for sentence1/sentence2/score, infonce for anchor/positive.")
+    encoder = load_encoder(model, threads=threads)
+    if loss is LossName.gist:
+        if guide is None:
+            raise InvalidInputError(f"{_OWNER}: --guide must name a model with --loss gist, got none. "
+                                    "Pass e.g. --guide the base model.")
+        loss_fn = L.GISTEmbed(load_encoder(guide, threads=threads))
+    elif loss is LossName.maxsim:
+        if not hasattr(L, "MaxSimContrastive"):
+            raise UnsupportedError(f"{_OWNER}: --loss must be one of infonce, cached, gist, cosent here, got maxsim "
+                                   "(late-interaction training is not built yet).")
+        loss_fn = L.MaxSimContrastive()
+    else:
+        loss_fn = {LossName.infonce: L.InfoNCE, LossName.cached: L.CachedInfoNCE, LossName.cosent: L.CoSENT}[loss]()
+    evaluate, metric = _evaluator(eval_data, eval_split)
+    batches = Batches(dataset, batch_size, seed=seed)
+    result = fit(encoder, batches, loss_fn, steps=steps, epochs=epochs, lr=lr, warmup=warmup, seed=seed, out=out,
+                 checkpoint_every=checkpoint_every, resume=resume, evaluate=evaluate,
+                 eval_every=eval_every, metric=metric)
+    summary = {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+               "pairs_per_second": result.pairs_per_second, "seconds": result.seconds, "out": str(out)}
+    if result.evaluations:
+        summary.update({f"eval_{k}": v for k, v in result.evaluations[-1].items() if k != "step"})
+    if result.best is not None:
+        summary.update(best_step=result.best["step"], best_value=result.best["value"], best_path=result.best["path"])
+    emit(summary, fmt, f"train {data.name}")
+
+
+def _read_pairs(data: Path, split: str):
+    from embedlab.train.data import PairDataset
+
+    if data.is_file():
+        return PairDataset.from_jsonl(data)
+    if (data / "corpus.jsonl").is_file():
+        return PairDataset.from_beir(data, split)
+    if data.is_dir() and any(data.glob("sts-*.csv")):
+        return PairDataset.from_sts(data, split)
+    raise InvalidInputError(f"{_OWNER}: --data must be a JSON-lines file, a BEIR folder (corpus.jsonl) or an STS "
+                            f"folder (sts-<split>.csv), got {str(data)!r}. Check the path.")
+
+
+def _evaluator(folder: Optional[Path], split: str):
+    """``(evaluate(encoder) -> dict, metric)`` for a BEIR or STS folder, or ``(None, None)``."""
+    if folder is None:
+        return None, None
+    from embedlab.eval import evaluate_retrieval, evaluate_sts, load_beir, load_sts
+
+    if (folder / "corpus.jsonl").is_file():
+        dataset = load_beir(folder)
+        if split not in dataset.splits:
+            raise InvalidInputError(f"{_OWNER}: --eval-split must be one of {dataset.splits}, got {split!r}.")
+        return (lambda encoder: evaluate_retrieval(encoder, dataset, split=split, k_values=(10,))), "ndcg@10"
+    if folder.is_dir() and (folder / f"sts-{split}.csv").is_file():
+        pairs = load_sts(folder, split)
+        return (lambda encoder: evaluate_sts(encoder, pairs)), "spearman"
+    raise InvalidInputError(f"{_OWNER}: --eval must be a BEIR folder or an STS folder with sts-{split}.csv, got "
+                            f"{str(folder)!r}. Check the path and --eval-split.")

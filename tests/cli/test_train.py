@@ -1,0 +1,54 @@
+"""``embedlab train contrastive``: the wiring (training itself is tested in tests/train/test_fit.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("_models_conftest", Path(__file__).parent.parent / "models" / "conftest.py")
+_models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_models)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _models._tiny_bert(tmp_path_factory.mktemp("cli-train") / "model")
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    words = _models.WORDS[:12]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"anchor": f"{w} dog", "positive": f"the {w} cat"}) + "\n" for w in words))
+    return path
+
+
+def test_train_contrastive_writes_a_model(cli, tiny, pairs, tmp_path):
+    from embedlab.models import Encoder
+
+    out = tmp_path / "run"
+    result = cli("train", "contrastive", "--data", pairs, "--out", out, "--model", tiny, "--steps", 3,
+                 "--batch-size", 4, "--lr", 1e-3, "--checkpoint-every", 2, "--threads", 1, "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 3 and summary["out"] == str(out)
+    assert Encoder.load(out).encode(["the dog"]).shape == (1, 32)
+    assert (out / "checkpoints" / "last" / "trainer.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--steps", 0), "fit: steps must be a positive int, got 0"),
+    (("--steps", 2, "--loss", "cosent"), "--data must hold scored pairs for --loss cosent"),
+    (("--steps", 2, "--guide", "x"), "--guide must go with --loss gist"),
+    (("--steps", 2, "--loss", "gist"), "--guide must name a model with --loss gist"),
+    (("--steps", 2, "--hard-negatives", 3), "--hard-negatives must be left out for now"),
+    (("--steps", 2, "--batch-size", 64), "batch_size must be at most the rows of every data set"),
+])
+def test_train_contrastive_bad_input_is_one_clear_line(cli, tiny, pairs, tmp_path, args, message):
+    result = cli("train", "contrastive", "--data", pairs, "--out", tmp_path / "run", "--model", tiny,
+                 "--threads", 1, "--batch-size", 4, *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
