@@ -52,3 +52,20 @@ def test_train_contrastive_bad_input_is_one_clear_line(cli, tiny, pairs, tmp_pat
                  "--threads", 1, "--batch-size", 4, *args)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+
+
+def test_train_contrastive_evaluates_and_keeps_the_best(cli, tiny, pairs, tmp_path):
+    from embedlab.eval.limit import generate
+
+    folder = generate(tmp_path / "limit", n_docs=8, seed=0)
+    out = tmp_path / "run"
+    result = cli("train", "contrastive", "--data", pairs, "--out", out, "--model", tiny, "--steps", 4,
+                 "--batch-size", 4, "--eval", folder, "--eval-split", "test", "--eval-every", 2, "--threads", 1,
+                 "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert "eval_ndcg@10" in summary and summary["best_step"] in (2, 4)
+    assert summary["best_path"] == str(out / "checkpoints" / "best")
+    bad = cli("train", "contrastive", "--data", pairs, "--out", tmp_path / "other", "--model", tiny, "--steps", 2,
+              "--batch-size", 4, "--eval", folder, "--eval-split", "dev")
+    assert bad.exit_code == 2 and "--eval-split must be one of" in bad.stderr
