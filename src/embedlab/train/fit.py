@@ -6,16 +6,7 @@ column lists (``{"anchor", "positive", "negative"?}`` or ``{"sentence1", "senten
 ``batches``, an iterator of ``(data_set_name, batch)``; a loss is a ``torch.nn.Module`` whose
 ``forward(encoder, batch)`` returns a scalar tensor.
 
-Checkpoints resume exactly, and nothing is pickled. A checkpoint folder holds::
-
-    trainer.json          format_version, step, model and config fingerprints (and the config), the optimiser's
-                          param groups and non-tensor state, the scheduler's state, numpy's and Python's RNG
-                          states, the data position (batches.state_dict()), losses, evaluations, best
-    weights.safetensors   the trained modules' state: "model.*", "head.*" (a Dense head), "loss.<name>.*"
-    optimizer.safetensors AdamW's per-parameter tensors, "<param index>.<exp_avg|exp_avg_sq|step>"
-    rng.safetensors       torch's CPU generator state (and the CUDA device's when training there)
-    model/                the encoder at that step, a folder Encoder.load and sentence-transformers load
-
+Checkpoints resume exactly, and nothing is pickled (:mod:`embedlab.train.checkpoint` has their layout).
 A run's folder ``out`` holds ``checkpoints/last`` (every ``checkpoint_every`` steps), ``checkpoints/best`` (the best
 evaluation by ``metric``) and, at the end, the trained model itself (``encoder.save``), ``modules.json`` moved in last
 so that ``out`` only reads as a model once it is complete.
@@ -27,9 +18,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -39,12 +27,12 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from embedlab.errors import ConflictError, DataFormatError, EmbedlabError, InvalidInputError, UnsupportedError
-from embedlab.files import fsync_dir, replacing
+from embedlab.errors import ConflictError, EmbedlabError, InvalidInputError, UnsupportedError
 from embedlab.params import check_int
+from embedlab.train.checkpoint import (read_checkpoint, resolve_checkpoint, rng_state, seed_all, set_rng_state,
+                                       write_checkpoint, write_final)
 from embedlab.types import ProgressCallback, report_progress
 
-FORMAT_VERSION = 1
 _OWNER = "fit"
 _ANY = "*"  # the data-set key when one loss serves every data set
 
@@ -172,16 +160,16 @@ def fit(
     resumed_from = None
     params = [p for _, p in named]
     training = {name: m.training for name, m in modules.items()}
-    saved_rng = _rng_state(device)
+    saved_rng = rng_state(device)
     started, pairs = time.perf_counter(), 0
     bar = None
     threads = contextlib.ExitStack()
     threads.enter_context(encoder.runtime.running())  # the encoder's intra-op thread count holds for training too
     try:
-        _seed(seed, device)
+        seed_all(seed, device)
         if resume is not None:
-            ckpt = _resolve_checkpoint(resume)
-            meta = _read_checkpoint(ckpt, modules, optimizer, scheduler, batches, device,
+            ckpt = resolve_checkpoint(resume)
+            meta = read_checkpoint(ckpt, modules, optimizer, scheduler, batches, device,
                                     model_fingerprint=model_fingerprint, config=config,
                                     config_fingerprint=config_fingerprint)
             state.update(step=meta["step"], losses=list(meta["losses"]), evaluations=list(meta["evaluations"]),
@@ -228,22 +216,22 @@ def fit(
             if evaluate is not None and ((eval_every and step % eval_every == 0) or step == total):
                 if _evaluate(evaluate, encoder, modules, step, metric, state, device) and ckpts is not None:
                     state["best"]["path"] = str(ckpts / "best")
-                    _write_checkpoint(ckpts / "best", encoder, modules, optimizer, scheduler, batches, state, device,
+                    write_checkpoint(ckpts / "best", encoder, modules, optimizer, scheduler, batches, state, device,
                                       model_fingerprint, config, config_fingerprint)
             if ckpts is not None and checkpoint_every and step % checkpoint_every == 0:
-                _write_checkpoint(ckpts / "last", encoder, modules, optimizer, scheduler, batches, state, device,
+                write_checkpoint(ckpts / "last", encoder, modules, optimizer, scheduler, batches, state, device,
                                   model_fingerprint, config, config_fingerprint)
                 state["last"] = ckpts / "last"
         for module in modules.values():
             module.eval()
         if out is not None:
-            _write_final(encoder, out)
+            write_final(encoder, out)
     finally:
         if bar is not None:
             bar.close()
         for name, module in modules.items():
             module.train(training[name])
-        _set_rng_state(saved_rng, device)
+        set_rng_state(saved_rng, device)
         threads.close()
         encoder._fingerprint = None  # the weights changed: caches keyed by the old fingerprint must not match
     return TrainResult(steps=state["step"], losses=tuple(state["losses"]), evaluations=tuple(state["evaluations"]),
@@ -339,7 +327,7 @@ def _diverged(what: str, value: float, step: int, name: str, last: Path | None):
                              f"{kept} Lower lr, or check that batch's data.")
 
 
-# ---------------------------------------------------------------- modules and RNG
+# ---------------------------------------------------------------- modules and evaluation
 def _modules(encoder, loss_map) -> dict[str, torch.nn.Module]:
     modules = {"model": encoder.model}
     head = getattr(encoder.runtime, "head", None)
@@ -360,36 +348,9 @@ def _trainable(modules) -> list[tuple[str, torch.nn.Parameter]]:
     return named
 
 
-def _cuda_index(device: str) -> int | None:
-    return torch.device(device).index or 0 if device.startswith("cuda") else None
-
-
-def _rng_state(device: str) -> dict:
-    cuda = _cuda_index(device)
-    return {"torch": torch.get_rng_state(), "cuda": None if cuda is None else torch.cuda.get_rng_state(cuda),
-            "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict, device: str) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None:
-        torch.cuda.set_rng_state(state["cuda"], _cuda_index(device))
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def _seed(seed: int, device: str) -> None:
-    torch.default_generator.manual_seed(seed)
-    if _cuda_index(device) is not None:
-        with torch.cuda.device(_cuda_index(device)):
-            torch.cuda.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def _evaluate(evaluate, encoder, modules, step, metric, state, device) -> bool:
     """Run ``evaluate`` in eval mode with the RNG streams untouched; True when it is the best ``metric`` so far."""
-    rng = _rng_state(device)
+    rng = rng_state(device)
     for module in modules.values():
         module.eval()
     try:
@@ -397,7 +358,7 @@ def _evaluate(evaluate, encoder, modules, step, metric, state, device) -> bool:
     finally:
         for module in modules.values():
             module.train()
-        _set_rng_state(rng, device)
+        set_rng_state(rng, device)
     if not isinstance(scores, Mapping):
         raise InvalidInputError(f"{_OWNER}: evaluate must return a dict of floats, got {_describe(scores)}.")
     scores = {str(k): float(v) for k, v in scores.items()}
@@ -412,121 +373,3 @@ def _evaluate(evaluate, encoder, modules, step, metric, state, device) -> bool:
         state["best"] = {"step": step, "metric": metric, "value": scores[metric], "path": None}
         return True
     return False
-
-
-# ---------------------------------------------------------------- checkpoints (safetensors + JSON, never pickle)
-def _write_checkpoint(path: Path, encoder, modules, optimizer, scheduler, batches, state, device,
-                      model_fingerprint, config, config_fingerprint) -> None:
-    from safetensors.torch import save_file
-
-    optim = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, entry in optim["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    weights = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
-    rng = _rng_state(device)
-    np_rng = rng["numpy"]
-    meta = {
-        "format_version": FORMAT_VERSION, "step": state["step"], "model_fingerprint": model_fingerprint,
-        "config_fingerprint": config_fingerprint, "config": config,
-        "optimizer": {"param_groups": optim["param_groups"], "state": scalars},
-        "scheduler": scheduler.state_dict(),
-        "rng": {"numpy": [np_rng[0], np_rng[1].tolist(), *map(_plain, np_rng[2:])],
-                "python": [rng["python"][0], list(rng["python"][1]), rng["python"][2]]},
-        "data": batches.state_dict(), "losses": state["losses"], "evaluations": state["evaluations"],
-        "best": state["best"],
-    }
-    text = json.dumps(meta)  # fails here, before anything is written, if a state is not plain data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp:
-        tmp.mkdir()
-        save_file(_plain_tensors(weights), tmp / "weights.safetensors")
-        save_file(_plain_tensors(tensors), tmp / "optimizer.safetensors")
-        save_file(_plain_tensors({k: v for k, v in (("torch", rng["torch"]), ("cuda", rng["cuda"])) if v is not None}),
-                  tmp / "rng.safetensors")
-        encoder.save(tmp / "model")
-        (tmp / "trainer.json").write_text(text)
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached, contiguous CPU copies (safetensors refuses tensors that share memory)."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-
-
-def _resolve_checkpoint(resume) -> Path:
-    path = Path(resume)
-    if not (path / "trainer.json").is_file() and (path / "checkpoints" / "last" / "trainer.json").is_file():
-        path = path / "checkpoints" / "last"
-    if not (path / "trainer.json").is_file():
-        raise InvalidInputError(f"{_OWNER}: resume must be a checkpoint folder holding trainer.json (or a run folder "
-                                f"with checkpoints/last), got {str(path)!r}. Pass <out>/checkpoints/last.")
-    return path
-
-
-def _read_checkpoint(path: Path, modules, optimizer, scheduler, batches, device, *, model_fingerprint, config,
-                     config_fingerprint) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        meta = json.loads((path / "trainer.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"{_OWNER}: resume must be a readable checkpoint, got {path / 'trainer.json'}: {exc}.") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataFormatError(f"{_OWNER}: resume must be a checkpoint of format_version {FORMAT_VERSION}, got "
-                              f"{meta.get('format_version')!r} in {str(path)!r}.")
-    if meta["model_fingerprint"] != model_fingerprint:
-        raise InvalidInputError(f"{_OWNER}: resume must be a checkpoint of this model (fingerprint {model_fingerprint}), "
-                                f"got one of model {meta['model_fingerprint']} in {str(path)!r}. Resume with the "
-                                "encoder that run started from.")
-    if meta["config_fingerprint"] != config_fingerprint:
-        differ = [f"{k}={meta['config'].get(k)!r} there, {config.get(k)!r} here" for k in sorted(config)
-                  if meta["config"].get(k) != config.get(k)]
-        raise InvalidInputError(f"{_OWNER}: resume must be a checkpoint of this run's config, got one from another "
-                                f"config in {str(path)!r} ({'; '.join(differ)}). Pass the settings that run used.")
-    weights = load_file(path / "weights.safetensors", device=str(device))
-    for prefix, module in modules.items():
-        start = prefix + "."
-        module.load_state_dict({k[len(start):]: v for k, v in weights.items() if k.startswith(start)}, strict=True)
-    optim_state: dict[int, dict] = {}
-    for key, value in load_file(path / "optimizer.safetensors").items():
-        idx, name = key.split(".", 1)
-        optim_state.setdefault(int(idx), {})[name] = value
-    for idx, entry in meta["optimizer"]["state"].items():
-        optim_state.setdefault(int(idx), {}).update(entry)
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["optimizer"]["param_groups"]]
-    optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
-    scheduler.load_state_dict(meta["scheduler"])
-    batches.load_state_dict(meta["data"])
-    tensors = load_file(path / "rng.safetensors")
-    numpy_state = meta["rng"]["numpy"]
-    python_state = meta["rng"]["python"]
-    _set_rng_state({"torch": tensors["torch"], "cuda": tensors.get("cuda") if _cuda_index(device) is not None else None,
-                    "numpy": (numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]),
-                    "python": (python_state[0], tuple(python_state[1]), python_state[2])}, device)
-    return meta
-
-
-def _write_final(encoder, out: Path) -> None:
-    """``encoder.save`` into ``out`` beside its checkpoints; ``modules.json`` moves in last."""
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".final-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    encoder.save(staging)
-    try:
-        for entry in sorted(staging.iterdir(), key=lambda p: p.name == "modules.json"):
-            target = out / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(entry, target)
-        fsync_dir(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
