@@ -229,6 +229,8 @@ def test_bad_settings_and_batches_are_clear_errors(tiny_encoder):
         GISTEmbed("all-MiniLM-L6-v2")
     with pytest.raises(InvalidInputError, match=r"GISTEmbed: margin_strategy must be one of"):
         GISTEmbed(tiny_encoder, margin_strategy="hard")
+    with pytest.raises(InvalidInputError, match=r"GISTEmbed.forward: guide must be another encoder than the one trained"):
+        GISTEmbed(tiny_encoder)(tiny_encoder, {"anchor": ["a"], "positive": ["b"]})
     with pytest.raises(InvalidInputError, match=r"InfoNCE.forward: batch must have columns \['anchor', 'positive'\], got \['score', 'sentence1', 'sentence2'\]"):
         InfoNCE()(tiny_encoder, {"sentence1": ["a"], "sentence2": ["b"], "score": [1.0]})
     with pytest.raises(InvalidInputError, match=r"CoSENT.forward: batch must have columns \['sentence1', 'sentence2', 'score'\]"):

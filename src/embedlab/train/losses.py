@@ -79,7 +79,8 @@ def _candidate_groups(batch: Mapping, positives: list[str], negatives: list[str]
 
 def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, *, temperature: float = 0.05,
              symmetric: bool = False) -> torch.Tensor:
-    """InfoNCE over cosine similarities (van den Oord et al. 2018, eq. 4; the multiple-negatives ranking loss).
+    """InfoNCE over cosine similarities (van den Oord et al. 2018, "Representation Learning with Contrastive
+    Predictive Coding", eq. 4; Henderson et al. 2017's multiple-negatives ranking loss).
 
     ``anchors [b, d]``; ``candidates [b + m, d]`` whose first ``b`` rows are the anchors' positives (row ``i``
     of anchor ``i``) and the rest any further negatives (e.g. ``b * k`` hard negatives). With
@@ -201,7 +202,7 @@ class _GradCache(torch.autograd.Function):
 
 class CachedInfoNCE(InfoNCE):
     """:class:`InfoNCE` with GradCache (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under
-    Memory Limited Setup", Algorithm 1): the same loss and gradients, with memory bounded by ``mini_batch``
+    Memory Limited Setup", RepL4NLP 2021): the same loss and gradients, with memory bounded by ``mini_batch``
     texts per pass instead of the batch, so the effective batch (the in-batch negatives) can be large.
 
     The returned scalar comes from a custom ``torch.autograd.Function``: its forward embeds every chunk of
@@ -234,7 +235,7 @@ class CachedInfoNCE(InfoNCE):
 def gist_mask(guide_anchor: torch.Tensor, guide_positive: torch.Tensor, guide_negative: torch.Tensor | None = None,
               *, margin: float = 0.0, margin_strategy: str = "absolute", contrast_anchors: bool = True,
               contrast_positives: bool = True) -> torch.Tensor:
-    """GISTEmbed's false-negative mask (Solatorio 2024, sec. 3): ``True`` where a candidate is dropped.
+    """GISTEmbed's false-negative mask (Solatorio 2024, arXiv:2402.16829): ``True`` where a candidate is dropped.
 
     Inputs are the guide's embeddings: ``guide_anchor [b, g]``, ``guide_positive [b, g]``, optional
     ``guide_negative [b * k, g]`` (any width ``g``; normalised here). Columns of the mask ``[b, m]`` follow
@@ -299,6 +300,10 @@ class GISTEmbed(torch.nn.Module):
         return torch.from_numpy(vectors).to(device)
 
     def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        if encoder is self.guide:
+            raise InvalidInputError("GISTEmbed.forward: guide must be another encoder than the one trained, got the "
+                                    "same object (its guidance would drift with training). Load a frozen copy: "
+                                    "Encoder.load(encoder.source).")
         anchors, positives, negatives, _ = contrastive_texts(batch, "GISTEmbed.forward")
         a_prompt, p_prompt, n_prompt = (prompt_for(batch, c) for c in ("anchor", "positive", "negative"))
         a, p = embed(encoder, anchors, a_prompt), embed(encoder, positives, p_prompt)
@@ -326,7 +331,7 @@ class GISTEmbed(torch.nn.Module):
 
 # ---------------------------------------------------------------------------------------------- CoSENT
 def cosent(similarities: torch.Tensor, scores: torch.Tensor, *, scale: float = 20.0) -> torch.Tensor:
-    """CoSENT (Su 2022, "CoSENT: a more efficient sentence vector scheme than Sentence-BERT", eq. 3).
+    """CoSENT (Su 2022, "CoSENT: a more efficient sentence vector scheme than Sentence-BERT", kexue.fm/archives/8847).
 
     ``similarities [b]`` (cosines of the pairs), ``scores [b]`` (gold labels, any scale; only their order
     matters): ``log(1 + sum_{(i, j): score_i > score_j} exp(scale * (cos_j - cos_i)))``, a scalar; 0 terms
