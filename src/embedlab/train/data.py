@@ -349,7 +349,7 @@ class Batches:
     Iteration never ends: stop after your steps. ``len()`` is the steps of one epoch (proportional: every data
     set's batches of one epoch; round robin: the number of data sets times the fewest batches of one, as
     sentence-transformers' ``RoundRobinBatchSampler`` counts). ``prompts`` (column -> prompt) apply to every
-    data set, beside each data set's own. ``drop_last=False`` keeps the incomplete batches.
+    data set with that column, beside each data set's own. ``drop_last=False`` keeps the incomplete batches.
 
     :meth:`state_dict` is a plain JSON-able dict of the position (the step and each data set's epoch and
     position); :meth:`load_state_dict` makes the iterator continue with exactly the batches that followed.
@@ -431,7 +431,7 @@ class Batches:
         if self.sampling == "round_robin":
             return self.names[self.step % len(self.names)]
         # proportional: round r holds each data set's batches of its epoch r, so streams stay at epoch r
-        if self._cursor[1] >= len(self._round(self._cursor[0])):
+        while self._cursor[1] >= len(self._round(self._cursor[0])):
             self._cursor = [self._cursor[0] + 1, 0]
         name = self._round(self._cursor[0])[self._cursor[1]]
         self._cursor[1] += 1
