@@ -69,3 +69,14 @@ def test_train_contrastive_evaluates_and_keeps_the_best(cli, tiny, pairs, tmp_pa
     bad = cli("train", "contrastive", "--data", pairs, "--out", tmp_path / "other", "--model", tiny, "--steps", 2,
               "--batch-size", 4, "--eval", folder, "--eval-split", "dev")
     assert bad.exit_code == 2 and "--eval-split must be one of" in bad.stderr
+
+
+def test_train_contrastive_uses_the_negatives_in_the_data(cli, tiny, tmp_path):
+    words = _models.WORDS[:12]
+    path = tmp_path / "triplets.jsonl"
+    path.write_text("".join(json.dumps({"anchor": f"{w} dog", "positive": f"the {w} cat", "negative": f"{w} river"})
+                            + "\n" for w in words))
+    result = cli("train", "contrastive", "--data", path, "--out", tmp_path / "run", "--model", tiny, "--steps", 2,
+                 "--batch-size", 4, "--loss", "cached", "--threads", 1, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2

@@ -104,7 +104,8 @@ def test_fit_trains_and_reports(tiny):
     before = weights(Encoder.load(tiny, threads=1))
     encoder, result = run(tiny, steps=12)
     assert result.steps == 12 and len(result.losses) == 12 and result.pairs == 48
-    assert result.pairs_per_second > 0 and result.resumed_from is None and result.out is None
+    assert 0 < result.train_seconds <= result.seconds and result.pairs_per_second == result.pairs / result.train_seconds
+    assert result.resumed_from is None and result.out is None
     assert np.mean(result.losses[-4:]) < np.mean(result.losses[:4])
     after = weights(encoder)
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -84,7 +84,8 @@ def train_contrastive(
                  checkpoint_every=checkpoint_every, resume=resume, evaluate=evaluate,
                  eval_every=eval_every, metric=metric)
     summary = {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-               "pairs_per_second": result.pairs_per_second, "seconds": result.seconds, "out": str(out)}
+               "pairs_per_second": result.pairs_per_second, "seconds": result.seconds,
+               "train_seconds": result.train_seconds, "out": str(out)}
     if result.evaluations:
         summary.update({f"eval_{k}": v for k, v in result.evaluations[-1].items() if k != "step"})
     if result.best is not None:

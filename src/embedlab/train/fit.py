@@ -46,7 +46,9 @@ class TrainResult:
     """What :func:`fit` did. ``losses`` has one float per optimiser step of the whole run (a resumed run keeps the
     earlier ones); ``evaluations`` one dict ``{"step": s, **metrics}`` per evaluation; ``best`` is
     ``{"step", "metric", "value", "path"}`` (``path`` is None without ``out``) or None without ``metric``.
-    ``seconds``, ``pairs`` and ``pairs_per_second`` count this call only (rows of the batches it trained on)."""
+    ``pairs`` (rows of the batches trained on), ``seconds`` (wall time) and ``train_seconds`` (the training steps
+    alone: no checkpoints, evaluation or final save) count this call only; ``pairs_per_second`` is
+    ``pairs / train_seconds``, the figure to compare with another trainer's throughput."""
 
     steps: int
     losses: tuple[float, ...]
@@ -57,10 +59,11 @@ class TrainResult:
     resumed_from: int | None
     pairs: int
     seconds: float
+    train_seconds: float
 
     @property
     def pairs_per_second(self) -> float:
-        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+        return self.pairs / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
 def fit(
@@ -161,7 +164,7 @@ def fit(
     params = [p for _, p in named]
     training = {name: m.training for name, m in modules.items()}
     saved_rng = rng_state(device)
-    started, pairs = time.perf_counter(), 0
+    started, pairs, train_seconds = time.perf_counter(), 0, 0.0
     bar = None
     threads = contextlib.ExitStack()
     threads.enter_context(encoder.runtime.running())  # the encoder's intra-op thread count holds for training too
@@ -184,6 +187,7 @@ def fit(
             module.train()
         source = iter(batches)
         for step in range(state["step"] + 1, total + 1):
+            tick = time.perf_counter()
             name, batch, source = _next_batch(batches, source, step)
             loss_fn = loss_map.get(name, loss_map.get(_ANY))
             if loss_fn is None:
@@ -207,9 +211,10 @@ def fit(
             state["step"] = step
             state["losses"].append(value)
             pairs += len(next(iter(batch.values())))
+            train_seconds += time.perf_counter() - tick
             if bar is not None:
                 bar.update(1)
-                rate = pairs / max(time.perf_counter() - started, 1e-9)
+                rate = pairs / max(train_seconds, 1e-9)
                 recent = state["losses"][-20:]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", pairs_s=f"{rate:.1f}", refresh=False)
             report_progress(progress, step, total)
@@ -236,7 +241,8 @@ def fit(
         encoder._fingerprint = None  # the weights changed: caches keyed by the old fingerprint must not match
     return TrainResult(steps=state["step"], losses=tuple(state["losses"]), evaluations=tuple(state["evaluations"]),
                        best=state["best"], out=out, last_checkpoint=state["last"], resumed_from=resumed_from,
-                       pairs=pairs, seconds=time.perf_counter() - started)
+                       pairs=pairs, seconds=time.perf_counter() - started,
+                       train_seconds=train_seconds)
 
 
 # ---------------------------------------------------------------- checks
