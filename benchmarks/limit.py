@@ -136,7 +136,7 @@ def evaluation(dims: list[int], full_docs: int) -> tuple[dict, list, list]:
 
     encoder = default_encoder()
     figures, tables, notes = {}, [], []
-    runs = [("small", load_beir(LIMIT_SMALL), (2, 10, 20), None, None)]
+    runs = [("small", load_beir(LIMIT_SMALL), (2, 10, 20), None, True)]
     if not (GENERATED_FULL / "corpus.jsonl").exists():
         generate(GENERATED_FULL, **FULL, seed=0)
     stats = statistics(GENERATED_FULL)

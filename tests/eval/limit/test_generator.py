@@ -101,3 +101,12 @@ def test_evaluate_limit_rejects_an_empty_split(tmp_path, encoder):
     (path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
     with pytest.raises(InvalidInputError, match="split 'test' must judge at least one query, got none"):
         evaluate_limit(load_beir(path), encoder)
+
+
+def test_evaluate_limit_multivector_is_a_plain_bool(tmp_path, encoder):
+    from embedlab.eval.limit.evaluate import evaluate_limit
+
+    data = load_beir(generate(tmp_path / "b", n_docs=4, seed=0))
+    with pytest.raises(InvalidInputError, match="multivector must be True or False, got None"):
+        evaluate_limit(data, encoder, dims=(16,), k_values=(2,), multivector=None)
+    assert "multi-vector MaxSim" not in evaluate_limit(data, encoder, dims=(16,), k_values=(2,), multivector=False)

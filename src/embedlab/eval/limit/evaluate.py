@@ -56,6 +56,8 @@ def evaluate_limit(
         raise InvalidInputError(f"evaluate_limit: dims must be ints in [1, {encoder.dim}], got {list(dims)!r}.")
     if not k_values or min(k_values) < 1:
         raise InvalidInputError(f"evaluate_limit: k_values must be positive ints, got {list(k_values)!r}.")
+    if not isinstance(multivector, bool):
+        raise InvalidInputError(f"evaluate_limit: multivector must be True or False, got {multivector!r}.")
     if corpus_embeddings is not None and corpus_embeddings.shape[0] != len(dataset.corpus_ids):
         raise InvalidInputError(
             f"evaluate_limit: corpus_embeddings must have {len(dataset.corpus_ids)} rows (one per document), "
