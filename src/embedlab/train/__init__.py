@@ -1,9 +1,10 @@
-"""Fine-tuning: training data and batches (:mod:`embedlab.train.data`) and contrastive / scored losses
-(:mod:`embedlab.train.losses`) over the torch runtime of :class:`~embedlab.models.Encoder`."""
+"""Fine-tuning: training data and batches (:mod:`embedlab.train.data`), contrastive / scored losses
+(:mod:`embedlab.train.losses`) and the trainer (:mod:`embedlab.train.fit`, exact resume from
+:mod:`embedlab.train.checkpoint`) over the torch runtime of :class:`~embedlab.models.Encoder`."""
 
 from embedlab.train.data import Batch, Batches, PairDataset
+from embedlab.train.fit import NonFiniteLossError, TrainResult, fit
 from embedlab.train.losses import CachedInfoNCE, CoSENT, GISTEmbed, InfoNCE
 
-# the trainer: from embedlab.train.fit import fit  (and add "fit" to __all__)
-
-__all__ = ["Batch", "Batches", "PairDataset", "CachedInfoNCE", "CoSENT", "GISTEmbed", "InfoNCE"]
+__all__ = ["Batch", "Batches", "PairDataset", "CachedInfoNCE", "CoSENT", "GISTEmbed", "InfoNCE", "fit", "TrainResult",
+           "NonFiniteLossError"]
