@@ -1,7 +1,8 @@
 """Issue 10's figures: test-suite time before and after the renovation (one sitting), the demo's time, and
 structure counts read from the source tree.
 
-    python benchmarks/renovation.py --before ../before        # a checkout of the pre-renovation commit
+    git worktree add ../before 14a60ed                         # the commit before the renovation
+    python benchmarks/renovation.py --before ../before
     python benchmarks/renovation.py --skip-pytest              # structure counts and the demo only
 
 ``--before`` runs that checkout's test suite with this virtualenv (its ``src`` first on ``PYTHONPATH``), then this
