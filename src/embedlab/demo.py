@@ -85,9 +85,8 @@ def _papers(encoder: Encoder, corpus: Path, folder: Path, say) -> list[dict]:
         say("\n[bold]2. Search[/bold] (top 3; the last query is filtered)")
         results = []
         for query, where in SEARCHES:
-            hits = col.search([query], k=3, filter=where)
-            items = [col.get(hits[0].ids.tolist())]
-            result = hits_payload([query + (f"   [filter: {where}]" if where else "")], hits, items)[0]
+            hits = col.search([query], k=3, filter=where, include=("text", "metadata"))
+            result = hits_payload([query + (f"   [filter: {where}]" if where else "")], hits)[0]
             results.append(result)
             say(hits_table(result))
     return results

@@ -186,9 +186,8 @@ def search_cmd(
     from embedlab.index import Collection
 
     with Collection.open(path, readonly=True, encoder=load_encoder(model) if model else None) as col:
-        hits = col.search(list(queries), k, filter=filter, ef=ef)
-        items = [col.get(hits[q].ids.tolist()) for q in range(len(queries))]
-    results = hits_payload(queries, hits, items)
+        hits = col.search(list(queries), k, filter=filter, ef=ef, include=("text", "metadata"))
+    results = hits_payload(queries, hits)
     for r in results:
         r["filter"] = filter
     print_hits(results, fmt)

@@ -55,15 +55,15 @@ def snippet(text: str | None, limit: int = SNIPPET_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-def hits_payload(queries, hits, items: list[list[dict]]) -> list[dict]:
-    """One ``{"query", "strategy", "hits": [{"rank", "id", "score", "text", "metadata"}]}`` per query, where
-    ``items[i]`` is ``Collection.get`` of query ``i``'s hit ids."""
+def hits_payload(queries, hits) -> list[dict]:
+    """One ``{"query", "strategy", "hits": [{"rank", "id", "score", "text", "metadata"}]}`` per query, from
+    ``Collection.search(..., include=("text", "metadata"))`` hits."""
     out = []
     for i, query in enumerate(queries):
         row = hits[i]
         out.append({"query": query, "strategy": hits.strategy[i] if hits.strategy else "", "hits": [
-            {"rank": r + 1, "id": item["id"], "score": float(score), "text": item["text"], "metadata": item["metadata"]}
-            for r, (item, score) in enumerate(zip(items[i], row.scores.tolist()))]})
+            {"rank": r + 1, "id": hit_id, "score": float(score), "text": item["text"], "metadata": item["metadata"]}
+            for r, (hit_id, score, item) in enumerate(zip(row.ids.tolist(), row.scores.tolist(), row.payload))]})
     return out
 
 
