@@ -44,7 +44,7 @@ def test_train_contrastive_writes_a_model(cli, tiny, pairs, tmp_path):
     (("--steps", 2, "--loss", "cosent"), "--data must hold scored pairs for --loss cosent"),
     (("--steps", 2, "--guide", "x"), "--guide must go with --loss gist"),
     (("--steps", 2, "--loss", "gist"), "--guide must name a model with --loss gist"),
-    (("--steps", 2, "--hard-negatives", 3), "--hard-negatives must be left out for now"),
+    (("--steps", 2, "--hard-negatives", 0), "--hard-negatives must be a positive int, got 0"),
     (("--steps", 2, "--batch-size", 64), "batch_size must be at most the rows of every data set"),
 ])
 def test_train_contrastive_bad_input_is_one_clear_line(cli, tiny, pairs, tmp_path, args, message):
@@ -80,3 +80,14 @@ def test_train_contrastive_uses_the_negatives_in_the_data(cli, tiny, tmp_path):
                  "--batch-size", 4, "--loss", "cached", "--threads", 1, "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 2
+
+
+def test_train_contrastive_mines_hard_negatives_first(cli, tiny, pairs, tmp_path):
+    # a random tiny model ranks one hub text first for every anchor: rows share that negative, so the
+    # no-duplicates sampler can only fill batches of one here (a trained model spreads its negatives)
+    result = cli("train", "contrastive", "--data", pairs, "--out", tmp_path / "run", "--model", tiny, "--steps", 2,
+                 "--batch-size", 1, "--hard-negatives", 2, "--threads", 1, "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["hard_negatives"] == 2
+    assert (summary["hard_negative_rows"], summary["hard_negative_rows_dropped"]) == (12, 0)

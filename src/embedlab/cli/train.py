@@ -11,6 +11,7 @@ import typer
 from embedlab.cli.options import FormatOpt, ModelOpt, OutputFormat, load_encoder
 from embedlab.cli.render import emit
 from embedlab.errors import InvalidInputError, UnsupportedError
+from embedlab.params import check_int
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune an encoder.")
 _OWNER = "embedlab train contrastive"
@@ -33,7 +34,8 @@ def train_contrastive(
     loss: LossName = typer.Option(LossName.infonce, "--loss", help="infonce, cached (GradCache), gist, cosent "
                                                                    "(scored pairs) or maxsim."),
     guide: Optional[str] = typer.Option(None, "--guide", help="Guide model for --loss gist."),
-    hard_negatives: Optional[int] = typer.Option(None, "--hard-negatives", help="Mine N hard negatives per anchor."),
+    hard_negatives: Optional[int] = typer.Option(None, "--hard-negatives", help="Mine N hard negatives per anchor "
+                                                  "(ranks 0..50 among the data's positives) before training."),
     split: str = typer.Option("train", "--split", help="Split of a BEIR or STS folder to train on."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (or --epochs)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs over the data (or --steps)."),
@@ -55,8 +57,7 @@ def train_contrastive(
     from embedlab.train.fit import fit
 
     if hard_negatives is not None:
-        raise UnsupportedError(f"{_OWNER}: --hard-negatives must be left out for now, got {hard_negatives}. Mine "
-                               "negatives into the JSON-lines file's 'negative' column and train on that.")
+        check_int(hard_negatives, _OWNER, "--hard-negatives")
     if guide is not None and loss is not LossName.gist:
         raise InvalidInputError(f"{_OWNER}: --guide must go with --loss gist, got --loss {loss.value}. "
                                 "Drop --guide or pass --loss gist.")
@@ -66,6 +67,12 @@ def train_contrastive(
         raise InvalidInputError(f"{_OWNER}: --data must hold {want} pairs for --loss {loss.value}, got {dataset.kind} "
                                 "pairs. Use --loss cosent for sentence1/sentence2/score, infonce for anchor/positive.")
     encoder = load_encoder(model, threads=threads)
+    mined = None
+    if hard_negatives is not None:  # mined with the base model, before training (ranks 0..50 of the positives)
+        from embedlab.train.mining import mine_hard_negatives
+
+        dataset = mine_hard_negatives(encoder, dataset, num_negatives=hard_negatives)
+        mined = dataset.mining
     if loss is LossName.gist:
         if guide is None:
             raise InvalidInputError(f"{_OWNER}: --guide must name a model with --loss gist, got none. "
@@ -86,6 +93,9 @@ def train_contrastive(
     summary = {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
                "pairs_per_second": result.pairs_per_second, "seconds": result.seconds,
                "train_seconds": result.train_seconds, "out": str(out)}
+    if mined is not None:
+        summary.update(hard_negatives=hard_negatives, hard_negative_rows=mined.kept,
+                       hard_negative_rows_dropped=mined.dropped)
     if result.evaluations:
         summary.update({f"eval_{k}": v for k, v in result.evaluations[-1].items() if k != "step"})
     if result.best is not None:
