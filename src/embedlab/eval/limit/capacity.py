@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_int
 from embedlab.models import torch_threads
 from embedlab.types import ProgressCallback, report_progress
 
@@ -69,9 +70,7 @@ class CriticalN:
 
 
 def _check_threads(threads: int | None) -> int | None:
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InvalidInputError(f"capacity: threads must be a positive int or None, got {threads!r}.")
-    return threads
+    return check_int(threads, "capacity", "threads", allow_none=True)
 
 
 def _as_relevance(relevant, n_docs: int, owner: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,16 +130,14 @@ def optimize_free_embeddings(
     stopped improving. ``progress(step, max_steps)`` is called every ``check_every`` steps.
     """
     owner = "optimize_free_embeddings"
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise InvalidInputError(f"{owner}: dim must be a positive int, got {dim!r}.")
+    dim = check_int(dim, owner, "dim")
     if not seeds:
         raise InvalidInputError(f"{owner}: seeds must hold at least one int, got {seeds!r}.")
     for name, value in (("temperature", temperature), ("lr", lr)):
         if not value > 0:
             raise InvalidInputError(f"{owner}: {name} must be > 0, got {value!r}.")
-    for name, value in (("patience", patience), ("max_steps", max_steps), ("check_every", check_every)):
-        if not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"{owner}: {name} must be a positive int, got {value!r}.")
+    patience, max_steps, check_every = (check_int(v, owner, name) for name, v in
+                                        (("patience", patience), ("max_steps", max_steps), ("check_every", check_every)))
     q_idx, d_idx, sizes = _as_relevance(relevant, n_docs, owner)
     m, n, s = len(sizes), int(n_docs), len(seeds)
     _check_memory(m, n, dim, s, memory_limit, owner)
@@ -242,8 +239,7 @@ def all_subsets(n: int, k: int) -> list[tuple[int, ...]]:
 
 def solve_all_subsets(n: int, k: int, dim: int, **options) -> FreeEmbeddingResult:
     """:func:`optimize_free_embeddings` on all ``C(n, k)`` queries over ``n`` documents."""
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"solve_all_subsets: k must be a positive int, got {k!r}.")
+    k = check_int(k, "solve_all_subsets", "k")
     if not isinstance(n, (int, np.integer)) or n <= k:
         raise InvalidInputError(f"solve_all_subsets: n must be an int > k={k}, got {n!r}. Use at least k + 1 documents.")
     m = math.comb(n, k)
@@ -269,10 +265,7 @@ def critical_n(
     does, so a single unlucky start does not decide; ``on_trial`` sees every single-seed run. Assumes success is monotone in ``n`` (the paper's premise). ``n_max`` caps the
     search (default: the largest ``n`` within ``memory_limit``); a success at ``n_max`` returns it.
     """
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise InvalidInputError(f"critical_n: dim must be a positive int, got {dim!r}.")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"critical_n: k must be a positive int, got {k!r}.")
+    dim, k = check_int(dim, "critical_n", "dim"), check_int(k, "critical_n", "k")
     t0 = time.perf_counter()
     seeds = options.get("seeds", (0, 1))
     limit = options.get("memory_limit", DEFAULT_MEMORY_LIMIT)

@@ -13,6 +13,7 @@ import time
 from typing import Mapping
 
 from embedlab.errors import InvalidInputError
+from embedlab.params import check_int
 from embedlab.eval.limit.capacity import optimize_free_embeddings
 from embedlab.eval.limit.qrel_graph import qrel_graph_stats
 
@@ -60,8 +61,7 @@ def check_qrels(
     documents. ``options`` go to :func:`~embedlab.eval.limit.capacity.optimize_free_embeddings`.
     """
     owner = "check_qrels"
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise InvalidInputError(f"{owner}: dim must be a positive int, got {dim!r}.")
+    dim = check_int(dim, owner, "dim")
     start = time.perf_counter()
     query_ids, sets, n_docs = _relevant_sets(qrels, corpus_ids, owner)
     if n_docs < 2:

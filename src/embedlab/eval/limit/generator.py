@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from embedlab.errors import DataFormatError, InvalidInputError
+from embedlab.params import check_int
 
 FULL = {"n_docs": 50_000, "core": 46, "n_queries": 1000, "k": 2, "n_attributes": 1850}
 """The paper's LIMIT: 50k documents, 1,000 queries, k=2, a 46-document core, 1,850 attributes."""
@@ -160,9 +161,7 @@ def generate(
 
 
 def _check_sizes(n_docs, k, core, n_queries) -> tuple[int, int, int, int]:
-    for name, value in (("n_docs", n_docs), ("k", k)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidInputError(f"limit.generate: {name} must be a positive int, got {value!r}.")
+    n_docs, k = check_int(n_docs, "limit.generate", "n_docs"), check_int(k, "limit.generate", "k")
     core = n_docs if core is None else core
     if not isinstance(core, int) or not k < core <= n_docs:
         raise InvalidInputError(
