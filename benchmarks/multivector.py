@@ -117,8 +117,18 @@ def corpus_tokens(encoder, texts: list[str]) -> MultiVectors:
 
 
 # ---------------------------------------------------------------- WordNet-BEIR
+def load_encoder(args):
+    """The model whose token vectors are measured: the default model, or ``--model`` (a trained folder, run with
+    the ONNX runtime for speed; its token vectors equal torch's to 1e-4, tests/train/test_maxsim.py)."""
+    if not args.model:
+        return common.default_encoder()
+    from embedlab.models import Encoder
+
+    return Encoder.load(args.model, backend="onnx")
+
+
 def wordnet(args, tables: list, notes: list) -> dict:
-    encoder = common.default_encoder()
+    encoder = load_encoder(args)
     ds = common.wordnet()
     qids, qtexts, qrels = ds.split("test")
     rng = np.random.default_rng(args.seed)
@@ -160,7 +170,19 @@ def wordnet(args, tables: list, notes: list) -> dict:
 
     # single-vector baseline (pooled embeddings from the shared cache) on the same queries, for context
     single_ndcg = None
-    if common.wordnet_encode_stats(encoder) is not None:  # never start a second full-corpus encoding here
+    if args.single_vector_model:  # a fine-tuned single-vector model (its corpus vectors cached by its evaluation)
+        from embedlab.models import Encoder
+        from embedlab.models.cache import cached_encode
+
+        single = Encoder.load(args.single_vector_model, backend="onnx")
+        full = common.wordnet()
+        corpus_vectors = cached_encode(single, full.corpus_texts, root=common.CACHE, batch_size=common.BATCH_SIZE)
+        if keep is not None:
+            corpus_vectors = corpus_vectors[keep]
+        sv_s, sv_p = exact_search(single.encode([qtexts[i] for i in subset]), corpus_vectors, 10)
+        single_ndcg = evaluate_run(run_from_positions(sub_ids, ds.corpus_ids, sv_s, sv_p), sub_qrels, (10,))["ndcg@10"]
+        del corpus_vectors
+    elif common.wordnet_encode_stats(encoder) is not None:  # never start a second full-corpus encoding here
         full = common.wordnet()
         corpus_vectors = common.wordnet_corpus_embeddings(encoder, full)
         if keep is not None:
@@ -268,7 +290,7 @@ def wordnet(args, tables: list, notes: list) -> dict:
     if reduction is None:
         notes.append(f"MUVERA ({best_name}) does not reach recall {target:.3f} of the exact top-10 within "
                      f"{max(CANDIDATES)} candidates; no candidate reduction can be measured.")
-    elif reduction < 2:
+    elif reduction < 2 and not args.model:
         notes.append(f"At recall {target:.3f} of the exact top-10, MUVERA ({best_name}) needs {c_mu:.0f} candidates and "
                      f"the token-kNN heuristic {c_sv:.0f}: a {reduction:.2f}x reduction, short of the paper's 2-5x. "
                      "all-MiniLM-L6-v2 was not trained for late interaction, and WordNet's short definitions and "
@@ -308,8 +330,8 @@ def wordnet(args, tables: list, notes: list) -> dict:
 
 
 # ---------------------------------------------------------------- LIMIT-small
-def limit_small(tables: list, notes: list) -> dict:
-    encoder = common.default_encoder()
+def limit_small(args, tables: list, notes: list) -> dict:
+    encoder = load_encoder(args)
     ds = load_beir(common.LIMIT_SMALL)
     qids, qtexts, qrels = ds.split("test")
     docs = encoder.encode_tokens(ds.corpus_texts)
@@ -356,6 +378,10 @@ def main() -> None:
     parser.add_argument("--fde-codec", default="float32", choices=["float32", "float16", "int8"])
     parser.add_argument("--final-dim", type=int, default=2048, help="final projection width, 0 for none")
     parser.add_argument("--max-docs", type=int, default=0, help="cut the corpus to this many documents, rounded down to whole encoding chunks (noted in the results)")
+    parser.add_argument("--model", help="measure this trained folder (e.g. a MaxSimContrastive run) instead of the "
+                                        "default model; its rows are added to the results as trained_* figures")
+    parser.add_argument("--single-vector-model", help="with --model: the single-vector model to compare against "
+                                                      "(e.g. the same budget of InfoNCE fine-tuning)")
     parser.add_argument("--dry-run", action="store_true", help="print the tables, write no results file")
     parser.add_argument("--encode-only", action="store_true", help="only encode (and cache) the token vectors")
     args = parser.parse_args()
@@ -364,13 +390,39 @@ def main() -> None:
     if args.encode_only:
         wordnet(args, tables, notes)
         return
-    figures = limit_small(tables, notes)
+    figures = limit_small(args, tables, notes)
     figures = {**wordnet(args, tables, notes), **figures}
     if args.dry_run:
         print(figures, notes)
         return
-    path = common.write_results("multivector", figures, tables=tables, notes=notes)
+    if args.model:
+        path = add_trained_rows(args, figures, tables, notes)
+    else:
+        path = common.write_results("multivector", figures, tables=tables, notes=notes)
     print(f"wrote {path}")
+
+
+def add_trained_rows(args, figures: dict, tables: list, notes: list) -> Path:
+    """Add a trained model's figures (``trained_*``), tables and notes to multivector.json, keeping the rest."""
+    import json
+
+    path = common.RESULTS / "multivector.json"
+    old = json.loads(path.read_text()) if path.exists() else {"figures": {}, "tables": [], "notes": []}
+    label = f"trained model {Path(args.model).name}"
+    keep = lambda items, key: [t for t in items if not key(t).startswith("[trained")]
+    merged = {k: v for k, v in old["figures"].items() if not k.startswith("trained_")}
+    merged.update({f"trained_{k}": v for k, v in figures.items()})
+    merged["trained_model"] = str(args.model)
+    tables = keep(old["tables"], lambda t: t["title"]) + [{**t, "title": f"[{label}] {t['title']}"} for t in tables]
+    notes = keep(old["notes"], lambda n: n) + [f"[{label}] {n}" for n in notes]
+    command = old.get("command")
+    common.write_results("multivector", merged, tables=tables, notes=notes, command=command)
+    payload = json.loads(path.read_text())
+    payload["trained_command"] = "python " + " ".join(sys.argv)
+    from embedlab.files import atomic_write
+
+    atomic_write(path, (json.dumps(payload, indent=2) + "\n").encode())
+    return path
 
 
 if __name__ == "__main__":

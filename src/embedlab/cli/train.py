@@ -10,7 +10,7 @@ import typer
 
 from embedlab.cli.options import FormatOpt, ModelOpt, OutputFormat, load_encoder
 from embedlab.cli.render import emit
-from embedlab.errors import InvalidInputError, UnsupportedError
+from embedlab.errors import InvalidInputError
 from embedlab.params import check_int
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune an encoder.")
@@ -32,7 +32,8 @@ def train_contrastive(
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, then the trained model."),
     model: Optional[str] = ModelOpt,
     loss: LossName = typer.Option(LossName.infonce, "--loss", help="infonce, cached (GradCache), gist, cosent "
-                                                                   "(scored pairs) or maxsim."),
+                                                                   "(scored pairs) or maxsim (late interaction: token "
+                                                                   "vectors projected to --token-dim)."),
     guide: Optional[str] = typer.Option(None, "--guide", help="Guide model for --loss gist."),
     hard_negatives: Optional[int] = typer.Option(None, "--hard-negatives", help="Mine N hard negatives per anchor "
                                                   "(ranks 0..50 among the data's positives) before training."),
@@ -48,6 +49,7 @@ def train_contrastive(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (and at the end)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (or checkpoint)."),
+    token_dim: int = typer.Option(128, "--token-dim", min=1, help="Width of the trained token vectors (--loss maxsim)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
@@ -79,10 +81,7 @@ def train_contrastive(
                                     "Pass e.g. --guide the base model.")
         loss_fn = L.GISTEmbed(load_encoder(guide, threads=threads))
     elif loss is LossName.maxsim:
-        if not hasattr(L, "MaxSimContrastive"):
-            raise UnsupportedError(f"{_OWNER}: --loss must be one of infonce, cached, gist, cosent here, got maxsim "
-                                   "(late-interaction training is not built yet).")
-        loss_fn = L.MaxSimContrastive()
+        loss_fn = L.MaxSimContrastive(encoder, dim=token_dim)
     else:
         loss_fn = {LossName.infonce: L.InfoNCE, LossName.cached: L.CachedInfoNCE, LossName.cosent: L.CoSENT}[loss]()
     evaluate, metric = _evaluator(eval_data, eval_split)

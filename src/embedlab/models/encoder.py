@@ -14,6 +14,7 @@ saves folders that both embedlab and sentence-transformers load.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -36,6 +37,7 @@ from embedlab.models.folder import (
 from embedlab.models.pooling import Pooling
 from embedlab.models.runtime import Backend, Precision, Runtime
 from embedlab.models.runtime.torch import TorchRuntime
+from embedlab.models.token_projection import new_projection, read_token_projection, write_token_projection
 from embedlab.params import check_choice, check_int
 from embedlab.types import Embeddings, MultiVectors, ProgressCallback, report_progress
 
@@ -50,11 +52,13 @@ class Encoder:
     ``tokenizer`` is the backbone's. With the torch backend :attr:`model` is the transformers model, so
     training code can take gradients through :meth:`forward` (``layers=L`` stops after block ``L``).
     ``include_prompt=False`` (a sentence-transformers pooling setting) leaves a prompt's tokens out of
-    the pooling, as sentence-transformers does.
+    the pooling, as sentence-transformers does. ``token_projection`` (a bias-free ``torch.nn.Linear``, see
+    :mod:`embedlab.models.token_projection`) maps the token vectors of :meth:`encode_tokens`.
     """
 
     def __init__(self, runtime: Runtime, tokenizer, *, max_length: int, normalize_module: bool = True,
-                 do_lower_case: bool = False, source: str = "", include_prompt: bool = True) -> None:
+                 do_lower_case: bool = False, source: str = "", include_prompt: bool = True,
+                 token_projection: torch.nn.Linear | None = None) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -65,6 +69,7 @@ class Encoder:
         self.source = source
         self._warned_truncation = False
         self._fingerprint: str | None = None
+        self.token_projection = token_projection
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -110,8 +115,10 @@ class Encoder:
         else:
             runtime, tokenizer, length = _load_torch(folder, pooling_mode, device=device, max_length=max_length,
                                                      precision=precision, cache_dir=cache_dir, threads=threads)
+        projection = read_token_projection(path, int(runtime.config.hidden_size))
         return cls(runtime, tokenizer, max_length=length, normalize_module=folder.normalize,
-                   do_lower_case=folder.do_lower_case, source=str(path), include_prompt=folder.include_prompt)
+                   do_lower_case=folder.do_lower_case, source=str(path), include_prompt=folder.include_prompt,
+                   token_projection=None if projection is None else projection.to(device))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -142,7 +149,10 @@ class Encoder:
 
     @property
     def token_dim(self) -> int:
-        """Width of the token vectors of :meth:`encode_tokens` (the backbone's hidden size)."""
+        """Width of the token vectors of :meth:`encode_tokens`: the token projection's output width, else the
+        backbone's hidden size."""
+        if self.token_projection is not None:
+            return int(self.token_projection.out_features)
         return int(self.config.hidden_size)
 
     @property
@@ -163,8 +173,13 @@ class Encoder:
         """A hex digest of the weights, tokenizer and pooling (and backend and precision); it keys embedding caches."""
         if self._fingerprint is None:
             extra = {} if self.include_prompt else {"include_prompt": False}
-            self._fingerprint = self.runtime.fingerprint(max_length=self.max_length, do_lower_case=self.do_lower_case,
-                                                         vocab_size=len(self.tokenizer), **extra)
+            fingerprint = self.runtime.fingerprint(max_length=self.max_length, do_lower_case=self.do_lower_case,
+                                                   vocab_size=len(self.tokenizer), **extra)
+            if self.token_projection is not None:  # a model without one keeps its fingerprint
+                h = hashlib.sha256(fingerprint.encode())
+                h.update(self.token_projection.weight.detach().cpu().contiguous().numpy().tobytes())
+                fingerprint = h.hexdigest()[:16]
+            self._fingerprint = fingerprint
         return self._fingerprint
 
     def __repr__(self) -> str:
@@ -174,15 +189,18 @@ class Encoder:
                 f"pooling={self.pooling.value!r}, max_length={self.max_length}{extra})")
 
     # ------------------------------------------------------------------ differentiable path
-    def tokenize(self, texts: Sequence[str], *, prompt: str | None = None) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[str], *, prompt: str | None = None,
+                 special_tokens_mask: bool = False) -> dict[str, torch.Tensor]:
         """Tokenise and pad ``texts`` into model inputs (tensors ``[b, t]`` on the model's device).
 
         When the model leaves the prompt out of its pooling (``include_prompt=False``) and ``prompt`` is given,
-        the features also hold ``"pooling_mask"`` (for :meth:`forward`; it is not an input of :attr:`model`).
+        the features also hold ``"pooling_mask"`` (for :meth:`forward`; it is not an input of :attr:`model`);
+        ``special_tokens_mask=True`` adds the tokenizer's ``"special_tokens_mask"`` (1 on [CLS], [SEP] ...; not
+        an input either), the tokens :meth:`encode_tokens` drops.
         """
         texts = self._check_texts(texts, "tokenize", prompt)
         features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                  return_tensors="pt")
+                                  return_tensors="pt", return_special_tokens_mask=special_tokens_mask)
         features = {k: v.to(self.device) for k, v in features.items()}
         n_prompt = self._prompt_length(prompt)
         if n_prompt:
@@ -196,6 +214,28 @@ class Encoder:
         With a Dense head its parameters are ``encoder.runtime.head``'s, beside :attr:`model`'s."""
         runtime = self._torch("forward", "for a differentiable forward", "Load with backend='torch' for training.")
         return runtime.forward(features, self._check_layers(layers, "forward"))
+
+    def forward_tokens(self, features: dict[str, torch.Tensor], *, layers: int | None = None) -> torch.Tensor:
+        """Token vectors ``[b, t, token_dim]`` with gradients (for late-interaction training): the backbone's token
+        states through :attr:`token_projection` when there is one; unnormalised, padding and special tokens kept."""
+        runtime = self._torch("forward_tokens", "for a differentiable forward", "Load with backend='torch' for training.")
+        hidden = runtime.hidden_states(features, self._check_layers(layers, "forward_tokens"))
+        return hidden if self.token_projection is None else self.token_projection(hidden)
+
+    def add_token_projection(self, dim: int, *, seed: int = 0) -> torch.nn.Linear:
+        """Give the encoder a new trainable token projection (backbone width -> ``dim``, orthonormal rows drawn
+        from ``seed``; see :mod:`embedlab.models.token_projection`) and return it. An encoder that has one of
+        width ``dim`` keeps it; one of another width is an error."""
+        dim = check_int(dim, "Encoder.add_token_projection", "dim", high=int(self.config.hidden_size))
+        if self.token_projection is not None:
+            if self.token_projection.out_features != dim:
+                raise ConflictError(f"Encoder.add_token_projection: dim must match the projection this encoder has, "
+                                    f"got {dim} against {self.token_projection.out_features}. Load the base model "
+                                    "to train another width.")
+            return self.token_projection
+        self.token_projection = new_projection(int(self.config.hidden_size), dim, seed=seed).to(self.device)
+        self._fingerprint = None
+        return self.token_projection
 
     # ------------------------------------------------------------------ inference
     def encode(
@@ -256,9 +296,9 @@ class Encoder:
 
         Returns :class:`MultiVectors` with ``vectors [N, dim]`` of ``dtype`` (float32 or float16) where
         ``N`` is the total number of kept tokens. ``normalize`` unit-normalises each token vector. Token
-        vectors are the backbone's (width :attr:`token_dim`: no pooling, so no Dense head, and a prompt's
-        tokens are kept whatever ``include_prompt``). ``batch_size`` and ``max_tokens`` bound each batch as
-        in :meth:`encode`.
+        vectors are the backbone's through :attr:`token_projection` when the model has one (width
+        :attr:`token_dim`: no pooling, so no Dense head, and a prompt's tokens are kept whatever
+        ``include_prompt``). ``batch_size`` and ``max_tokens`` bound each batch as in :meth:`encode`.
         """
         texts = self._check_texts(texts, "encode_tokens", prompt)
         width = self._check_dim(dim, "encode_tokens", self.token_dim)
@@ -266,10 +306,13 @@ class Encoder:
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise InvalidInputError(f"Encoder.encode_tokens: dtype must be float32 or float16, got {dtype}.")
         pieces: list[np.ndarray | None] = [None] * len(texts)
+        weight = (None if self.token_projection is None
+                  else self.token_projection.weight.detach().cpu().numpy().astype(np.float32).T)
         with self.runtime.running():
             for rows, features in self._batches(texts, "encode_tokens", batch_size, max_tokens, show_progress,
                                                 progress, special_mask=True):
-                hidden = self.runtime.token_states(features, layer)[..., :width]
+                hidden = self.runtime.token_states(features, layer)
+                hidden = (hidden if weight is None else hidden @ weight)[..., :width]
                 if normalize:
                     hidden = hidden / np.maximum(np.linalg.norm(hidden, axis=-1, keepdims=True), 1e-12)
                 keep = features["attention_mask"].astype(bool) & ~features["special_tokens_mask"].astype(bool)
@@ -394,6 +437,8 @@ class Encoder:
             write_folder(tmp, runtime.model, self.tokenizer, pooling=self.pooling, normalize=self.normalize_module,
                          max_length=self.max_length, do_lower_case=self.do_lower_case,
                          include_prompt=self.include_prompt, head=runtime.head)
+            if self.token_projection is not None:
+                write_token_projection(tmp, self.token_projection)
         return path
 
 

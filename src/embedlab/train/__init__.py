@@ -5,8 +5,8 @@
 
 from embedlab.train.data import Batch, Batches, PairDataset
 from embedlab.train.fit import NonFiniteLossError, TrainResult, fit
-from embedlab.train.losses import CachedInfoNCE, CoSENT, GISTEmbed, InfoNCE
+from embedlab.train.losses import CachedInfoNCE, CoSENT, GISTEmbed, InfoNCE, MaxSimContrastive
 from embedlab.train.mining import MiningSummary, mine_hard_negatives
 
-__all__ = ["Batch", "Batches", "PairDataset", "CachedInfoNCE", "CoSENT", "GISTEmbed", "InfoNCE", "fit", "TrainResult",
+__all__ = ["Batch", "Batches", "PairDataset", "CachedInfoNCE", "CoSENT", "GISTEmbed", "InfoNCE", "MaxSimContrastive", "fit", "TrainResult",
            "NonFiniteLossError", "mine_hard_negatives", "MiningSummary"]

@@ -339,6 +339,8 @@ def _modules(encoder, loss_map) -> dict[str, torch.nn.Module]:
     head = getattr(encoder.runtime, "head", None)
     if head is not None:
         modules["head"] = head
+    if encoder.token_projection is not None:
+        modules["token_projection"] = encoder.token_projection
     for name, loss in loss_map.items():
         modules[f"loss.{name}"] = loss
     return modules

@@ -7,7 +7,6 @@ The arithmetic on embeddings is in plain functions (:func:`info_nce`, :func:`gis
 tested against hand computation. Similarities are cosines throughout.
 
 Shapes: ``b`` rows per batch, ``k`` hard negatives per row, ``d`` the embedding width.
-Late interaction (``MaxSimContrastive``) is not here yet.
 """
 
 from __future__ import annotations
@@ -365,3 +364,66 @@ class CoSENT(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
+
+
+# ---------------------------------------------------------------------------------------------- late interaction
+def maxsim_scores(queries: torch.Tensor, query_mask: torch.Tensor, documents: torch.Tensor,
+                  document_mask: torch.Tensor) -> torch.Tensor:
+    """Late-interaction scores ``[b, c]`` (ColBERT's MaxSim; Khattab & Zaharia 2020), averaged over query tokens.
+
+    ``queries [b, tq, d]`` and ``documents [c, td, d]`` are unit token vectors; the boolean masks ``[b, tq]`` and
+    ``[c, td]`` mark the tokens that count. Score ``(i, j)`` = mean over the query's tokens of the best inner
+    product with any of document ``j``'s tokens. ColBERT sums instead of averaging; for one query the two differ
+    by the constant factor of its token count, so they rank documents identically (and the retrieval side,
+    :func:`embedlab.index.multivector.maxsim.maxsim_search`, sums). The mean keeps the scale of a cosine, so one
+    ``temperature`` suits single- and multi-vector training.
+    """
+    sims = torch.einsum("bqd,ctd->bcqt", queries, documents)
+    sims = sims.masked_fill(~document_mask[None, :, None, :], -torch.inf)
+    best = sims.amax(dim=-1).masked_fill(~query_mask[:, None, :], 0.0)  # [b, c, tq]
+    return best.sum(dim=-1) / query_mask.sum(dim=-1).clamp(min=1)[:, None]
+
+
+class MaxSimContrastive(torch.nn.Module):
+    """Contrastive late-interaction training (ColBERT, Khattab & Zaharia 2020; as PyLate's ``Contrastive`` loss).
+
+    Token states go through the encoder's trainable projection (``encoder.add_token_projection(dim)``, e.g.
+    384 -> 128, created by this constructor), are unit-normalised, and score with :func:`maxsim_scores` over the
+    tokens :meth:`~embedlab.models.Encoder.encode_tokens` keeps (padding and special tokens dropped; a prompt's
+    tokens kept). InfoNCE over the MaxSim scores: row ``i``'s anchor against every positive in the batch plus
+    every hard negative ``[b, b + b k]``, divided by ``temperature``, target column ``i``. The projection and the
+    backbone both train, and the saved model's ``encode_tokens`` yields the trained token vectors.
+    """
+
+    def __init__(self, encoder, dim: int = 128, temperature: float = 0.05) -> None:
+        super().__init__()
+        if not hasattr(encoder, "add_token_projection"):
+            raise InvalidInputError(f"MaxSimContrastive: encoder must be an Encoder, got {type(encoder).__name__}. "
+                                    "Pass the encoder you train: MaxSimContrastive(encoder, dim=128).")
+        encoder.add_token_projection(dim)
+        self.dim = int(dim)
+        self.temperature = _positive_float(temperature, "MaxSimContrastive", "temperature")
+
+    def tokens(self, encoder, texts: list[str], prompt: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(unit token vectors [n, t, dim], kept-token mask [n, t])`` with gradients."""
+        if encoder.token_projection is None or encoder.token_projection.out_features != self.dim:
+            raise InvalidInputError(f"MaxSimContrastive.forward: encoder must have the {self.dim}-wide token "
+                                    "projection this loss was built with, got "
+                                    f"{getattr(encoder.token_projection, 'out_features', None)}. Build the loss "
+                                    "with the encoder you train.")
+        features = encoder.tokenize(texts, prompt=prompt, special_tokens_mask=True)
+        mask = features["attention_mask"].bool() & ~features["special_tokens_mask"].bool()
+        return F.normalize(encoder.forward_tokens(features), dim=-1), mask
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        anchors, positives, negatives, _ = contrastive_texts(batch, "MaxSimContrastive.forward")
+        q, q_mask = self.tokens(encoder, anchors, prompt_for(batch, "anchor"))
+        scores = []
+        for texts, prompt in _candidate_groups(batch, positives, negatives):
+            d, d_mask = self.tokens(encoder, texts, prompt)
+            scores.append(maxsim_scores(q, q_mask, d, d_mask))
+        logits = torch.cat(scores, dim=1) / self.temperature
+        return F.cross_entropy(logits, torch.arange(len(anchors), device=logits.device))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, temperature={self.temperature}"
