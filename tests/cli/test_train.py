@@ -91,3 +91,19 @@ def test_train_contrastive_mines_hard_negatives_first(cli, tiny, pairs, tmp_path
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and summary["hard_negatives"] == 2
     assert (summary["hard_negative_rows"], summary["hard_negative_rows_dropped"]) == (12, 0)
+
+
+def test_train_contrastive_saves_its_prompts_and_trains_late_interaction(cli, tiny, pairs, tmp_path):
+    from embedlab.models import Encoder
+
+    out = tmp_path / "run"
+    result = cli("train", "contrastive", "--data", pairs, "--out", out, "--model", tiny, "--steps", 2,
+                 "--batch-size", 4, "--loss", "maxsim", "--token-dim", 8, "--prompt", "anchor=query: ",
+                 "--prompt", "positive=passage: ", "--exclude-prompt", "--threads", 1, "--format", "json")
+    assert result.exit_code == 0, result.output
+    model = Encoder.load(out)
+    assert model.prompts == {"query": "query: ", "document": "passage: "} and model.include_prompt is False
+    assert model.token_dim == 8 and model.encode_tokens(["the dog"]).vectors.shape[1] == 8
+    bad = cli("train", "contrastive", "--data", pairs, "--out", tmp_path / "other", "--model", tiny, "--steps", 2,
+              "--batch-size", 4, "--prompt", "anchor")
+    assert bad.exit_code == 2 and "--prompt must be COLUMN=TEXT" in bad.stderr

@@ -49,6 +49,11 @@ def train_contrastive(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (and at the end)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder (or checkpoint)."),
+    prompt: list[str] = typer.Option([], "--prompt", help="COLUMN=TEXT: prepend TEXT to a column while training "
+                                     "(e.g. anchor='query: '); repeatable. Saved with the model as 'query', "
+                                     "'document' ... for encode(prompt_name=...)."),
+    exclude_prompt: bool = typer.Option(False, "--exclude-prompt", help="Leave the prompts' tokens out of the mean "
+                                        "pooling (they still attend); saved with the model."),
     token_dim: int = typer.Option(128, "--token-dim", min=1, help="Width of the trained token vectors (--loss maxsim)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
     fmt: OutputFormat = FormatOpt,
@@ -68,7 +73,10 @@ def train_contrastive(
     if dataset.kind != want:
         raise InvalidInputError(f"{_OWNER}: --data must hold {want} pairs for --loss {loss.value}, got {dataset.kind} "
                                 "pairs. Use --loss cosent for sentence1/sentence2/score, infonce for anchor/positive.")
+    prompts = _parse_prompts(prompt)
     encoder = load_encoder(model, threads=threads)
+    if exclude_prompt:
+        encoder.include_prompt = False
     mined = None
     if hard_negatives is not None:  # mined with the base model, before training (ranks 0..50 of the positives)
         from embedlab.train.mining import mine_hard_negatives
@@ -85,7 +93,7 @@ def train_contrastive(
     else:
         loss_fn = {LossName.infonce: L.InfoNCE, LossName.cached: L.CachedInfoNCE, LossName.cosent: L.CoSENT}[loss]()
     evaluate, metric = _evaluator(eval_data, eval_split)
-    batches = Batches(dataset, batch_size, seed=seed)
+    batches = Batches(dataset, batch_size, seed=seed, prompts=prompts)
     result = fit(encoder, batches, loss_fn, steps=steps, epochs=epochs, lr=lr, warmup=warmup, seed=seed, out=out,
                  checkpoint_every=checkpoint_every, resume=resume, evaluate=evaluate,
                  eval_every=eval_every, metric=metric)
@@ -100,6 +108,17 @@ def train_contrastive(
     if result.best is not None:
         summary.update(best_step=result.best["step"], best_value=result.best["value"], best_path=result.best["path"])
     emit(summary, fmt, f"train {data.name}")
+
+
+def _parse_prompts(items: list[str]) -> dict[str, str]:
+    prompts = {}
+    for item in items:
+        column, sep, text = item.partition("=")
+        if not sep or not column or column in prompts:
+            raise InvalidInputError(f"{_OWNER}: --prompt must be COLUMN=TEXT, each column once, got {item!r}. "
+                                    "Pass e.g. --prompt 'anchor=query: ' --prompt 'positive=passage: '.")
+        prompts[column] = text
+    return prompts
 
 
 def _read_pairs(data: Path, split: str):

@@ -52,13 +52,17 @@ class Encoder:
     ``tokenizer`` is the backbone's. With the torch backend :attr:`model` is the transformers model, so
     training code can take gradients through :meth:`forward` (``layers=L`` stops after block ``L``).
     ``include_prompt=False`` (a sentence-transformers pooling setting) leaves a prompt's tokens out of
-    the pooling, as sentence-transformers does. ``token_projection`` (a bias-free ``torch.nn.Linear``, see
+    the pooling, as sentence-transformers does. ``prompts`` (name -> text; saved in the folder's
+    ``config_sentence_transformers.json``, where training writes the prompts it used) are applied by
+    ``prompt_name=``, and ``default_prompt_name`` when a call passes neither ``prompt`` nor ``prompt_name``, as in
+    sentence-transformers. ``token_projection`` (a bias-free ``torch.nn.Linear``, see
     :mod:`embedlab.models.token_projection`) maps the token vectors of :meth:`encode_tokens`.
     """
 
     def __init__(self, runtime: Runtime, tokenizer, *, max_length: int, normalize_module: bool = True,
                  do_lower_case: bool = False, source: str = "", include_prompt: bool = True,
-                 token_projection: torch.nn.Linear | None = None) -> None:
+                 token_projection: torch.nn.Linear | None = None, prompts: dict[str, str] | None = None,
+                 default_prompt_name: str | None = None) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -70,6 +74,8 @@ class Encoder:
         self._warned_truncation = False
         self._fingerprint: str | None = None
         self.token_projection = token_projection
+        self.prompts = dict(prompts or {})  # name -> text, saved with the model (encode(prompt_name=...))
+        self.default_prompt_name = default_prompt_name
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -118,7 +124,8 @@ class Encoder:
         projection = read_token_projection(path, int(runtime.config.hidden_size))
         return cls(runtime, tokenizer, max_length=length, normalize_module=folder.normalize,
                    do_lower_case=folder.do_lower_case, source=str(path), include_prompt=folder.include_prompt,
-                   token_projection=None if projection is None else projection.to(device))
+                   token_projection=None if projection is None else projection.to(device),
+                   prompts=folder.prompts, default_prompt_name=folder.default_prompt_name)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -175,9 +182,12 @@ class Encoder:
             extra = {} if self.include_prompt else {"include_prompt": False}
             fingerprint = self.runtime.fingerprint(max_length=self.max_length, do_lower_case=self.do_lower_case,
                                                    vocab_size=len(self.tokenizer), **extra)
-            if self.token_projection is not None:  # a model without one keeps its fingerprint
+            if self.token_projection is not None or self.default_prompt_name is not None:  # else it stays as it was
                 h = hashlib.sha256(fingerprint.encode())
-                h.update(self.token_projection.weight.detach().cpu().contiguous().numpy().tobytes())
+                if self.token_projection is not None:
+                    h.update(self.token_projection.weight.detach().cpu().contiguous().numpy().tobytes())
+                if self.default_prompt_name is not None:  # encode() without a prompt applies it
+                    h.update(b"default-prompt\0" + self.prompts[self.default_prompt_name].encode())
                 fingerprint = h.hexdigest()[:16]
             self._fingerprint = fingerprint
         return self._fingerprint
@@ -189,7 +199,7 @@ class Encoder:
                 f"pooling={self.pooling.value!r}, max_length={self.max_length}{extra})")
 
     # ------------------------------------------------------------------ differentiable path
-    def tokenize(self, texts: Sequence[str], *, prompt: str | None = None,
+    def tokenize(self, texts: Sequence[str], *, prompt: str | None = None, prompt_name: str | None = None,
                  special_tokens_mask: bool = False) -> dict[str, torch.Tensor]:
         """Tokenise and pad ``texts`` into model inputs (tensors ``[b, t]`` on the model's device).
 
@@ -198,6 +208,7 @@ class Encoder:
         ``special_tokens_mask=True`` adds the tokenizer's ``"special_tokens_mask"`` (1 on [CLS], [SEP] ...; not
         an input either), the tokens :meth:`encode_tokens` drops.
         """
+        prompt = self._resolve_prompt(prompt, prompt_name, "tokenize")
         texts = self._check_texts(texts, "tokenize", prompt)
         features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                   return_tensors="pt", return_special_tokens_mask=special_tokens_mask)
@@ -243,6 +254,7 @@ class Encoder:
         texts: Sequence[str],
         *,
         prompt: str | None = None,
+        prompt_name: str | None = None,
         batch_size: int | None = 64,
         max_tokens: int | None = None,
         normalize: bool = True,
@@ -253,7 +265,8 @@ class Encoder:
     ) -> Embeddings:
         """Encode ``texts`` into float32 ``[n, dim or self.dim]``, rows in input order.
 
-        ``prompt`` is prepended to every text; a model saved with ``include_prompt=False`` pools only the
+        ``prompt`` is prepended to every text (``prompt_name`` names one of :attr:`prompts` instead; with
+        neither, the model's ``default_prompt_name`` applies when it has one); a model saved with ``include_prompt=False`` pools only the
         text's tokens (the prompt's tokens, counted as sentence-transformers counts them, still attend).
         ``normalize`` gives unit vectors (a model's final Normalize module is this step). ``dim`` keeps the first ``dim`` coordinates (Matryoshka
         truncation; Kusupati et al. 2022) and re-normalises when ``normalize``. ``layers=L`` pools the
@@ -262,6 +275,7 @@ class Encoder:
         x longest row); either may be ``None`` (no cap), not both. ``progress(done, total)`` may return
         ``False`` to cancel.
         """
+        prompt = self._resolve_prompt(prompt, prompt_name, "encode")
         texts = self._check_texts(texts, "encode", prompt)
         width = self._check_dim(dim, "encode")
         layer = self._check_layers(layers, "encode")
@@ -283,6 +297,7 @@ class Encoder:
         texts: Sequence[str],
         *,
         prompt: str | None = None,
+        prompt_name: str | None = None,
         batch_size: int | None = 64,
         max_tokens: int | None = None,
         normalize: bool = True,
@@ -300,6 +315,7 @@ class Encoder:
         :attr:`token_dim`: no pooling, so no Dense head, and a prompt's tokens are kept whatever
         ``include_prompt``). ``batch_size`` and ``max_tokens`` bound each batch as in :meth:`encode`.
         """
+        prompt = self._resolve_prompt(prompt, prompt_name, "encode_tokens")
         texts = self._check_texts(texts, "encode_tokens", prompt)
         width = self._check_dim(dim, "encode_tokens", self.token_dim)
         layer = self._check_layers(layers, "encode_tokens")
@@ -389,6 +405,21 @@ class Encoder:
         return check_int(dim, f"Encoder.{method}", "dim", high=full,
                          hint="Pick a prefix length no wider than the model.")
 
+    def _resolve_prompt(self, prompt: str | None, prompt_name: str | None, method: str) -> str | None:
+        """The prompt text of a call: ``prompt``, or the text ``prompt_name`` names, or the default prompt."""
+        if prompt_name is None:
+            if prompt is None and self.default_prompt_name is not None:
+                return self.prompts[self.default_prompt_name]
+            return prompt
+        if prompt is not None:
+            raise InvalidInputError(f"Encoder.{method}: pass prompt or prompt_name, not both, got prompt={prompt!r} "
+                                    f"and prompt_name={prompt_name!r}.")
+        if prompt_name not in self.prompts:
+            raise InvalidInputError(f"Encoder.{method}: prompt_name must be one of the model's prompts "
+                                    f"{sorted(self.prompts)}, got {prompt_name!r}. Pass prompt= with the text, or "
+                                    "train with that prompt (it is saved with the model).")
+        return self.prompts[prompt_name]
+
     def _prompt_length(self, prompt: str | None) -> int:
         """How many leading tokens of each row to leave out of the pooling: 0 unless the model excludes its
         prompt; else the prompt's tokens with the tokenizer's leading special token, not a trailing one
@@ -436,7 +467,8 @@ class Encoder:
             tmp.mkdir()
             write_folder(tmp, runtime.model, self.tokenizer, pooling=self.pooling, normalize=self.normalize_module,
                          max_length=self.max_length, do_lower_case=self.do_lower_case,
-                         include_prompt=self.include_prompt, head=runtime.head)
+                         include_prompt=self.include_prompt, head=runtime.head, prompts=self.prompts,
+                         default_prompt_name=self.default_prompt_name)
             if self.token_projection is not None:
                 write_token_projection(tmp, self.token_projection)
         return path

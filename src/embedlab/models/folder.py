@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedlab.errors import DataFormatError, InvalidInputError, ModelNotFoundError, UnsupportedError
@@ -105,6 +105,8 @@ class FolderConfig:
     include_prompt: bool = True  # False: a prompt's tokens are left out of the pooling
     head: tuple = ()  # DenseConfig / NormalizeConfig between the pooling and a trailing Normalize
     pooling_dim: int | None = None  # the pooling config's embedding dimension, when it names one
+    prompts: dict = field(default_factory=dict)  # name -> prompt text (config_sentence_transformers.json)
+    default_prompt_name: str | None = None  # the prompt applied when a call names none
 
 
 def _read_json(path: Path, owner: str) -> dict:
@@ -129,7 +131,7 @@ def read_folder(path: Path, pooling: Pooling | None = None) -> FolderConfig:
                 f"Encoder.load: {str(path)!r} must be a model folder with config.json (transformers) or "
                 "modules.json (sentence-transformers), got a folder with neither. Point at the model's folder."
             )
-        return FolderConfig(path, pooling or Pooling.MEAN, False, None, False)
+        return FolderConfig(path, pooling or Pooling.MEAN, False, None, False, **_read_prompts(path))
     kinds = _module_kinds(_read_json(modules_file, "Encoder.load"), modules_file)
     backbone = path / kinds[0][1].get("path", "")
     st_config_file = backbone / "sentence_bert_config.json"
@@ -169,7 +171,22 @@ def read_folder(path: Path, pooling: Pooling | None = None) -> FolderConfig:
         include_prompt,
         tuple(head),
         pooling_dim,
+        **_read_prompts(path),
     )
+
+
+def _read_prompts(path: Path) -> dict:
+    """``{"prompts", "default_prompt_name"}`` from a folder's ``config_sentence_transformers.json`` (both optional)."""
+    file = path / "config_sentence_transformers.json"
+    config = _read_json(file, "Encoder.load") if file.exists() else {}
+    prompts, default = config.get("prompts") or {}, config.get("default_prompt_name")
+    ok = (isinstance(prompts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())
+          and (default is None or default in prompts))
+    if not ok:
+        raise DataFormatError(f"Encoder.load: {file} must hold prompts as {{name: text}} strings and a "
+                              f"default_prompt_name that is one of them (or null), got prompts={prompts!r:.200} and "
+                              f"default_prompt_name={default!r}. Fix the file or re-save the model.")
+    return {"prompts": dict(prompts), "default_prompt_name": default}
 
 
 def _module_kinds(modules, modules_file: Path) -> list[tuple[str, dict]]:
@@ -257,10 +274,13 @@ def load_pretrained(backbone: Path, what: str, loader):
 
 
 def write_folder(folder: Path, model, tokenizer, *, pooling: Pooling, normalize: bool, max_length: int,
-                 do_lower_case: bool, include_prompt: bool = True, head: Head | None = None) -> None:
+                 do_lower_case: bool, include_prompt: bool = True, head: Head | None = None,
+                 prompts: dict | None = None, default_prompt_name: str | None = None) -> None:
     """Write ``model`` (a transformers ``PreTrainedModel``) and ``tokenizer`` into the existing, empty ``folder`` as
     a sentence-transformers folder: Transformer, Pooling, the ``head``'s Dense and Normalize modules and (when
-    ``normalize``) a final Normalize, in the layout every sentence-transformers version reads."""
+    ``normalize``) a final Normalize, in the layout every sentence-transformers version reads; ``prompts``
+    (name -> text) and ``default_prompt_name`` go to ``config_sentence_transformers.json``, where
+    sentence-transformers reads them too."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     modes = {key: pooling is mode for key, mode in ST_POOLING_KEYS.items()}
@@ -283,3 +303,6 @@ def write_folder(folder: Path, model, tokenizer, *, pooling: Pooling, normalize:
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_length, "do_lower_case": do_lower_case}, indent=2))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"model_type": "SentenceTransformer", "prompts": dict(prompts or {}),
+         "default_prompt_name": default_prompt_name, "similarity_fn_name": "cosine"}, indent=2))

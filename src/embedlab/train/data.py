@@ -33,6 +33,9 @@ CONTRASTIVE = ("anchor", "positive", "negative")
 SCORED = ("sentence1", "sentence2", "score")
 TEXT_COLUMNS = {"contrastive": ("anchor", "positive", "negative"), "scored": ("sentence1", "sentence2")}
 SAMPLING = ("proportional", "round_robin")
+# the name a column's prompt is saved under with the trained model (Encoder.encode(prompt_name=...))
+PROMPT_NAMES = {"anchor": "query", "positive": "document", "negative": "document", "sentence1": "sentence",
+                "sentence2": "sentence"}
 STATE_VERSION = 1
 
 
@@ -456,6 +459,19 @@ class Batches:
         batch = self.datasets[name].batch(rows)
         batch.prompts = dict(self._prompts[name])
         return name, batch
+
+    def model_prompts(self) -> dict[str, str]:
+        """The prompts to save with a model trained on these batches, by name: an ``anchor`` prompt as
+        ``"query"``, ``positive`` / ``negative`` as ``"document"``, ``sentence1`` / ``sentence2`` as ``"sentence"``
+        (:data:`PROMPT_NAMES`). A prompt that disagrees with one already under its name keeps its column's name
+        (``"negative"``), then ``"<data set>.<column>"``: every prompt trained with is saved under one name."""
+        out: dict[str, str] = {}
+        for name in self.names:
+            for column, text in self._prompts[name].items():
+                for key in (PROMPT_NAMES[column], column, f"{name}.{column}"):
+                    if out.setdefault(key, text) == text:
+                        break
+        return out
 
     def epoch(self, name: str | None = None) -> int:
         """The epoch (0-based) of data set ``name`` (default: the first) that the next batch of it comes from."""

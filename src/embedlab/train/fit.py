@@ -98,7 +98,9 @@ def fit(
     are seeded with ``seed`` for the run and given back as they were afterwards.
 
     ``out`` is the run's folder (new or empty unless resuming): checkpoints every ``checkpoint_every`` steps, the
-    best one by ``metric``, and the final model (see the module docstring). ``resume`` is a checkpoint folder (or a
+    best one by ``metric``, and the final model (see the module docstring). The batches' prompts
+    (:meth:`~embedlab.train.data.Batches.model_prompts`: ``"query"``, ``"document"`` ...) are added to
+    ``encoder.prompts`` at the end and saved with it, so ``encode(prompt_name="query")`` applies the training prompt. ``resume`` is a checkpoint folder (or a
     run folder, meaning its ``checkpoints/last``) written by the same model and run config; ``batches`` must then
     have ``state_dict()`` / ``load_state_dict()``, and the run continues exactly where it stopped.
 
@@ -229,6 +231,8 @@ def fit(
                 state["last"] = ckpts / "last"
         for module in modules.values():
             module.eval()
+        if hasattr(batches, "model_prompts"):  # saved with the model: inference applies what training used
+            encoder.prompts.update(batches.model_prompts())
         if out is not None:
             write_final(encoder, out)
     finally:
