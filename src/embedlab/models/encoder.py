@@ -42,6 +42,7 @@ from embedlab.params import check_choice, check_int
 from embedlab.types import Embeddings, MultiVectors, ProgressCallback, report_progress
 
 _SHOW_PROGRESS_FROM = 2048  # texts; below this no bar unless asked
+GROUP_COST = 64  # padded tokens one more forward call is worth (its fixed cost on CPU), for length groups
 
 
 class Encoder:
@@ -222,16 +223,48 @@ class Encoder:
     def forward(self, features: dict[str, torch.Tensor], *, layers: int | None = None) -> torch.Tensor:
         """Pooled, unnormalised embeddings ``[b, dim]`` with gradients (for training); ``layers`` as in :meth:`encode`.
 
-        With a Dense head its parameters are ``encoder.runtime.head``'s, beside :attr:`model`'s."""
+        With a Dense head its parameters are ``encoder.runtime.head``'s, beside :attr:`model`'s. Rows run in
+        groups of similar length, each trimmed to its own longest row (:func:`length_groups`): the same result,
+        up to float rounding, for a fraction of the padded compute of one pass."""
         runtime = self._torch("forward", "for a differentiable forward", "Load with backend='torch' for training.")
-        return runtime.forward(features, self._check_layers(layers, "forward"))
+        layer = self._check_layers(layers, "forward")
+        return self._grouped(features, lambda f: runtime.forward(f, layer))
 
     def forward_tokens(self, features: dict[str, torch.Tensor], *, layers: int | None = None) -> torch.Tensor:
         """Token vectors ``[b, t, token_dim]`` with gradients (for late-interaction training): the backbone's token
-        states through :attr:`token_projection` when there is one; unnormalised, padding and special tokens kept."""
+        states through :attr:`token_projection` when there is one; unnormalised, special tokens kept; padding
+        positions hold no meaningful values (mask them with the attention mask; rows run in length groups, as in
+        :meth:`forward`)."""
         runtime = self._torch("forward_tokens", "for a differentiable forward", "Load with backend='torch' for training.")
-        hidden = runtime.hidden_states(features, self._check_layers(layers, "forward_tokens"))
-        return hidden if self.token_projection is None else self.token_projection(hidden)
+        layer = self._check_layers(layers, "forward_tokens")
+
+        def tokens(f):
+            hidden = runtime.hidden_states(f, layer)
+            return hidden if self.token_projection is None else self.token_projection(hidden)
+
+        return self._grouped(features, tokens, per_token=True)
+
+    def _grouped(self, features: dict[str, torch.Tensor], run, *, per_token: bool = False) -> torch.Tensor:
+        """``run`` over the rows of ``features`` in :func:`length_groups`, each group's columns trimmed to its longest
+        row, and the outputs put back in row order (``per_token``: ``[b, t, ...]`` outputs, padded back to ``t``).
+        Right padding only: with left padding, trimming would move the tokens' positions, so it runs as one pass."""
+        mask = features["attention_mask"]
+        if getattr(self.tokenizer, "padding_side", "right") != "right":  # left padding: positions would shift
+            return run(features)
+        groups = length_groups(mask.sum(dim=1).tolist(), mask.shape[1])
+        if len(groups) == 1:
+            return run(features)
+        width, outputs = mask.shape[1], []
+        for rows in groups:
+            index = torch.as_tensor(rows, device=mask.device)
+            n = int(mask[index].sum(dim=1).max())
+            out = run({k: v[index][:, :n] for k, v in features.items()})
+            if per_token and n < width:
+                pad = torch.zeros(len(rows), width - n, *out.shape[2:], dtype=out.dtype, device=out.device)
+                out = torch.cat([out, pad], dim=1)
+            outputs.append(out)
+        order = torch.as_tensor([r for rows in groups for r in rows], device=mask.device)
+        return torch.cat(outputs)[torch.argsort(order)]
 
     def add_token_projection(self, dim: int, *, seed: int = 0) -> torch.nn.Linear:
         """Give the encoder a new trainable token projection (backbone width -> ``dim``, orthonormal rows drawn
@@ -472,6 +505,29 @@ class Encoder:
             if self.token_projection is not None:
                 write_token_projection(tmp, self.token_projection)
         return path
+
+
+def length_groups(lengths: Sequence[int], width: int, *, cost: int = GROUP_COST) -> list[list[int]]:
+    """Rows (by index) cut into groups of similar length that minimise the padded tokens of running each group
+    apart, ``sum(len(group) * longest row in it)``, plus ``cost`` per group; exact (dynamic programming over the
+    rows sorted by length). One group ``[0, 1, ...]`` when nothing beats a single pass over ``width`` columns."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    sorted_len = np.asarray(lengths, dtype=np.int64)[order]
+    n = len(order)
+    best = np.zeros(n + 1)  # best[j]: the cheapest split of the j shortest rows
+    start = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):  # the last group is rows i..j-1 (sorted), its width the length of row j-1
+        i = np.arange(j)
+        total = best[:j] + (j - i) * sorted_len[j - 1] + cost
+        start[j] = int(np.argmin(total))
+        best[j] = total[start[j]]
+    if best[n] >= n * width + cost:
+        return [list(range(n))]
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[start[j]:j].tolist())
+        j = start[j]
+    return groups[::-1]
 
 
 # ---------------------------------------------------------------- one loader per runtime

@@ -156,7 +156,8 @@ def fit(
     decay = [p for _, p in named if p.ndim >= 2]
     no_decay = [p for _, p in named if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr,
+                                  fused=all(p.dtype == torch.float32 for p in params_of(named)))
     warm = math.ceil(warmup * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: s / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
@@ -348,6 +349,10 @@ def _modules(encoder, loss_map) -> dict[str, torch.nn.Module]:
     for name, loss in loss_map.items():
         modules[f"loss.{name}"] = loss
     return modules
+
+
+def params_of(named) -> list[torch.nn.Parameter]:
+    return [p for _, p in named]
 
 
 def _trainable(modules) -> list[tuple[str, torch.nn.Parameter]]:
