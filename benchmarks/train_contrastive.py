@@ -315,9 +315,27 @@ def _throughput_st(args, work: Path) -> dict:
     return out
 
 
+def exp_budget(args, work: Path) -> dict:
+    """The better recipe of ``infonce`` / ``hardneg`` (by nDCG@10 at equal steps) for as many steps as its
+    measured pairs/s fits in ``--budget-minutes`` of training."""
+    from embedlab.train import InfoNCE, PairDataset
+
+    kept = {n: json.loads((work / f"{n}.json").read_text()) for n in ("infonce", "hardneg")
+            if (work / f"{n}.json").exists()}
+    if "infonce" not in kept:
+        raise SystemExit("budget: run the infonce experiment first (it picks the recipe and the step count)")
+    recipe = max(kept, key=lambda n: kept[n]["ndcg_at_10"])
+    steps = int(args.budget_minutes * 60 * kept[recipe]["pairs_per_second"] // args.batch_size)
+    dataset = train_pairs()
+    if recipe == "hardneg":
+        dataset = PairDataset.from_jsonl(work / "hardneg-pairs.jsonl")  # the rows the hardneg run mined
+    out = fit_ours(args, dataset, lambda e: InfoNCE(), work / "budget", steps=steps)
+    return {"recipe": recipe, "budget_minutes": args.budget_minutes, **out, **evaluate_folder(work / "budget")}
+
+
 EXPERIMENTS = {"base": exp_base, "infonce": exp_infonce, "st": exp_st, "cosent": exp_cosent,
                "st_cosent": exp_st_cosent, "hardneg": exp_hardneg, "gist": exp_gist, "cached": exp_cached,
-               "maxsim": exp_maxsim, "throughput": exp_throughput}
+               "maxsim": exp_maxsim, "throughput": exp_throughput, "budget": exp_budget}
 CHILDREN = {"_cached_probe": _cached_probe, "cached_uncached": exp_cached_uncached, "cached_1024": exp_cached_1024,
             "throughput_ours": _throughput_ours, "throughput_st": _throughput_st}
 
@@ -325,7 +343,7 @@ CHILDREN = {"_cached_probe": _cached_probe, "cached_uncached": exp_cached_uncach
 # ---------------------------------------------------------------- plumbing
 CONFIG_KEYS = ("no_eval", "steps", "batch_size", "lr", "warmup", "seed", "hard_negatives", "cosent_steps", "cosent_batch_size",
                "cached_steps", "cached_batch", "mini_batch", "probe_batches", "maxsim_dim", "throughput_steps",
-               "throughput_rounds")
+               "throughput_rounds", "budget_minutes")
 
 
 def work_dir(args) -> Path:
@@ -382,6 +400,8 @@ def main() -> None:
     parser.add_argument("--maxsim-dim", type=int, default=128)
     parser.add_argument("--throughput-steps", type=int, default=30, help="steps per alternated throughput run")
     parser.add_argument("--throughput-rounds", type=int, default=2)
+    parser.add_argument("--budget-minutes", type=float, default=22.0,
+                        help="training minutes of the 'budget' run (its evaluation adds ~5: within 30 in all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the tables, write no results file")
     parser.add_argument("--no-eval", action="store_true", help="smoke run: train only, evaluate nothing, write nothing")
@@ -497,6 +517,15 @@ def report(args, r: dict) -> None:
         if m["trained_maxsim_ndcg_at_10"] < m["trained_single_vector_ndcg_at_10"]:
             notes.append("MaxSim nDCG@10 of the late-interaction model is below the single-vector model trained with "
                          "the same budget on the same queries.")
+    if "budget" in r:
+        b = r["budget"]
+        figures.update(budget_recipe=b["recipe"], budget_steps=b["steps"], budget_train_minutes=b["train_seconds"] / 60,
+                       budget_ndcg_at_10=b["ndcg_at_10"])
+        tables.append(common.print_table(
+            f"The better recipe ({b['recipe']}) for the steps that fit {b['budget_minutes']:g} training minutes",
+            ["run", "steps", "train min", "train pairs/s", "nDCG@10", "recall@10"],
+            [[b["recipe"], b["steps"], b["train_seconds"] / 60, b["pairs_per_second"], b["ndcg_at_10"],
+              b["recall_at_10"]]]))
     checks = [r[n][k] for n in r for k in ("onnx_cosine_min",) if isinstance(r[n], dict) and k in r[n]]
     if checks:
         figures["onnx_eval_cosine_to_torch_min"] = min(checks)
