@@ -11,10 +11,13 @@ Experiments (issue 12), each run in its own process so that its peak RSS is its 
   batch, steps, lr, warm-up, seed and the no-duplicates sampler: nDCG@10, training pairs/s and peak RSS beside ours.
 - ``hardneg``: InfoNCE with one mined hard negative per row (mined through a ``Collection`` of the corpus with the
   base model; NV-Retriever's positive-aware filter: candidates scoring above 95% of the positive's score are dropped).
+- ``hardneg_ft``: the same, with the negatives mined by the ``infonce`` model (training still starts from the base).
 - ``gist``: GISTEmbed guided by the base model, same budget.
 - ``cosent`` / ``st_cosent``: CoSENT on STS-B train, test Spearman, ours beside ST's ``CoSENTLoss``.
 - ``cached``: CachedInfoNCE (GradCache) at an effective batch of 1024 against uncached InfoNCE at the largest batch
   whose peak RSS stays within the same 3 GB (probed), equal steps: peak RSS, pairs/s, nDCG@10.
+- ``budget``: the best of those recipes for as many steps as fit ``--budget-minutes`` of training.
+- ``throughput``: ours and ST's trainer alternated in short runs, the training pairs/s ratio.
 - ``maxsim``: MaxSimContrastive (token vectors projected 384 -> 128) at the same budget; MaxSim nDCG@10 against the
   single-vector model fine-tuned with the same budget, on the same random test-query subset (brute-force MaxSim
   over 117k documents for every test query would take most of an hour here).
@@ -158,26 +161,42 @@ def exp_st(args, work: Path) -> dict:
     return {**out, **evaluate_folder(work / "st")}
 
 
-def exp_hardneg(args, work: Path) -> dict:
+def hard_negative_run(args, work: Path, name: str, miner, corpus: np.ndarray) -> dict:
+    """Mine ``--hard-negatives`` per row with ``miner`` (``corpus``: its vectors of the WordNet corpus) through a
+    ``Collection``, then train InfoNCE from the base model on the mined rows for ``--steps``."""
     from embedlab.index import Collection
-    from embedlab.models import Encoder
     from embedlab.train import InfoNCE, mine_hard_negatives
 
     ds = common.wordnet()
-    base = Encoder.load(backend="onnx")  # the base model's vectors, ~2.4x faster than torch (cosine ~1 - 1e-7)
-    corpus = common.wordnet_corpus_embeddings()
     t0 = time.perf_counter()
-    mined_path = work / "hardneg-pairs.jsonl"
-    with Collection.create(work / "hardneg-corpus", dim=corpus.shape[1], metric="cosine", index="flat") as coll:
+    with Collection.create(work / f"{name}-corpus", dim=corpus.shape[1], metric="cosine", index="flat") as coll:
         coll.add(list(range(len(corpus))), corpus, texts=ds.corpus_texts)
-        mined = mine_hard_negatives(base, train_pairs(), collection=coll, range_min=0, range_max=50,
+        mined = mine_hard_negatives(miner, train_pairs(), collection=coll, range_min=0, range_max=50,
                                     num_negatives=args.hard_negatives, margin=0.05, margin_kind="relative",
-                                    out=mined_path)
-    shutil.rmtree(work / "hardneg-corpus", ignore_errors=True)
+                                    out=work / f"{name}-pairs.jsonl")
+    shutil.rmtree(work / f"{name}-corpus", ignore_errors=True)
     mining = {"mining_seconds": time.perf_counter() - t0, **{f"mining_{k}": v for k, v in mined.mining.as_dict().items()
                                                              if k != "out"}}
-    out = fit_ours(args, mined, lambda e: InfoNCE(), work / "hardneg")
-    return {**mining, **out, **evaluate_folder(work / "hardneg")}
+    out = fit_ours(args, mined, lambda e: InfoNCE(), work / name)
+    return {**mining, **out, **evaluate_folder(work / name)}
+
+
+def exp_hardneg(args, work: Path) -> dict:
+    """Negatives mined by the base model (its vectors through ONNX, ~2.4x faster than torch, cosine ~1 - 1e-7)."""
+    from embedlab.models import Encoder
+
+    return hard_negative_run(args, work, "hardneg", Encoder.load(backend="onnx"), common.wordnet_corpus_embeddings())
+
+
+def exp_hardneg_ft(args, work: Path) -> dict:
+    """Negatives mined by the in-batch fine-tuned model of ``infonce`` (a stronger miner ranks more positives near
+    the top, so fewer rows lose every candidate to the 95%-of-positive filter); training starts from the base model."""
+    from embedlab.models import Encoder
+    from embedlab.models.cache import cached_encode
+
+    miner = Encoder.load(work / "infonce", backend="onnx")
+    corpus = cached_encode(miner, common.wordnet().corpus_texts, root=common.CACHE, batch_size=common.BATCH_SIZE)
+    return hard_negative_run(args, work, "hardneg_ft", miner, corpus)
 
 
 def exp_gist(args, work: Path) -> dict:
@@ -316,25 +335,26 @@ def _throughput_st(args, work: Path) -> dict:
 
 
 def exp_budget(args, work: Path) -> dict:
-    """The better recipe of ``infonce`` / ``hardneg`` (by nDCG@10 at equal steps) for as many steps as its
+    """The best recipe of ``infonce`` / ``hardneg`` / ``hardneg_ft`` (by nDCG@10 at equal steps) for as many steps as its
     measured pairs/s fits in ``--budget-minutes`` of training."""
     from embedlab.train import InfoNCE, PairDataset
 
-    kept = {n: json.loads((work / f"{n}.json").read_text()) for n in ("infonce", "hardneg")
+    kept = {n: json.loads((work / f"{n}.json").read_text()) for n in ("infonce", "hardneg", "hardneg_ft")
             if (work / f"{n}.json").exists()}
     if "infonce" not in kept:
         raise SystemExit("budget: run the infonce experiment first (it picks the recipe and the step count)")
     recipe = max(kept, key=lambda n: kept[n]["ndcg_at_10"])
     steps = int(args.budget_minutes * 60 * kept[recipe]["pairs_per_second"] // args.batch_size)
     dataset = train_pairs()
-    if recipe == "hardneg":
-        dataset = PairDataset.from_jsonl(work / "hardneg-pairs.jsonl")  # the rows the hardneg run mined
+    if recipe != "infonce":
+        dataset = PairDataset.from_jsonl(work / f"{recipe}-pairs.jsonl")  # the rows that run mined
     out = fit_ours(args, dataset, lambda e: InfoNCE(), work / "budget", steps=steps)
     return {"recipe": recipe, "budget_minutes": args.budget_minutes, **out, **evaluate_folder(work / "budget")}
 
 
 EXPERIMENTS = {"base": exp_base, "infonce": exp_infonce, "st": exp_st, "cosent": exp_cosent,
-               "st_cosent": exp_st_cosent, "hardneg": exp_hardneg, "gist": exp_gist, "cached": exp_cached,
+               "st_cosent": exp_st_cosent, "hardneg": exp_hardneg, "hardneg_ft": exp_hardneg_ft, "gist": exp_gist,
+               "cached": exp_cached,
                "maxsim": exp_maxsim, "throughput": exp_throughput, "budget": exp_budget}
 CHILDREN = {"_cached_probe": _cached_probe, "cached_uncached": exp_cached_uncached, "cached_1024": exp_cached_1024,
             "throughput_ours": _throughput_ours, "throughput_st": _throughput_st}
@@ -443,6 +463,10 @@ def report(args, r: dict) -> None:
     figures.update(base_ndcg_at_10=base, finetune_ndcg_at_10=ours, finetune_ndcg_gain_points=points(ours, base),
                    hard_negative_ndcg_at_10=get("hardneg", "ndcg_at_10"),
                    hard_negative_ndcg_gain_points=points(get("hardneg", "ndcg_at_10"), ours),
+                   hard_negative_rows_kept=get("hardneg", "mining_kept"),
+                   hard_negative_ft_miner_ndcg_at_10=get("hardneg_ft", "ndcg_at_10"),
+                   hard_negative_ft_miner_ndcg_gain_points=points(get("hardneg_ft", "ndcg_at_10"), ours),
+                   hard_negative_ft_miner_rows_kept=get("hardneg_ft", "mining_kept"),
                    gist_ndcg_at_10=get("gist", "ndcg_at_10"), gist_ndcg_gain_points=points(get("gist", "ndcg_at_10"), ours),
                    st_trainer_ndcg_at_10=get("st", "ndcg_at_10"),
                    st_trainer_ndcg_gap_points=points(ours, get("st", "ndcg_at_10")))
@@ -454,7 +478,9 @@ def report(args, r: dict) -> None:
         figures["train_throughput_ratio_vs_st"] = r["throughput"]["median_ratio"]
     rows = []
     for name, label in (("base", "base model (all-MiniLM-L6-v2)"), ("infonce", "embedlab fit, InfoNCE in-batch"),
-                        ("st", "sentence-transformers trainer, MNRL"), ("hardneg", "embedlab fit, InfoNCE + 1 mined hard negative"),
+                        ("st", "sentence-transformers trainer, MNRL"),
+                        ("hardneg", "embedlab fit, InfoNCE + 1 hard negative mined by the base model"),
+                        ("hardneg_ft", "embedlab fit, InfoNCE + 1 hard negative mined by the in-batch model"),
                         ("gist", "embedlab fit, GISTEmbed (guide: base model)")):
         if name in r:
             x = r[name]
