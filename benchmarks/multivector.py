@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -418,7 +419,8 @@ def add_trained_rows(args, figures: dict, tables: list, notes: list) -> Path:
     command = old.get("command")
     common.write_results("multivector", merged, tables=tables, notes=notes, command=command)
     payload = json.loads(path.read_text())
-    payload["trained_command"] = "python " + " ".join(sys.argv)
+    payload["trained_command"] = "python " + " ".join(
+        os.path.relpath(a, common.ROOT) if os.path.isabs(a) else a for a in sys.argv)
     from embedlab.files import atomic_write
 
     atomic_write(path, (json.dumps(payload, indent=2) + "\n").encode())
