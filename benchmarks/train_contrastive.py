@@ -570,7 +570,15 @@ def report(args, r: dict) -> None:
                  + "; ".join(f"{n} {r[n].get('date', '?')} ({r[n].get('commit', '?')})" for n in r) + ".")
     print(json.dumps(figures, indent=2, default=common._json_default))
     if not args.no_write:
-        path = common.write_results("training", figures, tables=tables, notes=notes)
+        argv = sys.argv[1:]
+        if "--only" in argv:  # the results file holds every kept experiment, not just the ones this call ran
+            i = argv.index("--only")
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            argv = argv[:i] + argv[j:]
+        command = " ".join(["python benchmarks/train_contrastive.py", *argv])
+        path = common.write_results("training", figures, tables=tables, notes=notes, command=command)
         print(f"wrote {path}")
 
 
