@@ -100,8 +100,8 @@ def fit(
     ``out`` is the run's folder (new or empty unless resuming): checkpoints every ``checkpoint_every`` steps, the
     best one by ``metric``, and the final model (see the module docstring). The batches' prompts
     (:meth:`~embedlab.train.data.Batches.model_prompts`: ``"query"``, ``"document"`` ...) are added to
-    ``encoder.prompts`` at the end and saved with it, so ``encode(prompt_name="query")`` applies the training prompt. ``resume`` is a checkpoint folder (or a
-    run folder, meaning its ``checkpoints/last``) written by the same model and run config; ``batches`` must then
+    ``encoder.prompts`` at the end and saved with it, so ``encode(prompt_name="query")`` applies the training
+    prompt. ``resume`` is a checkpoint folder (or a run folder, meaning its ``checkpoints/last``) written by the same model and run config; ``batches`` must then
     have ``state_dict()`` / ``load_state_dict()``, and the run continues exactly where it stopped.
 
     ``evaluate(encoder) -> {name: float}`` (e.g. ``lambda e: evaluate_sts(e, pairs)``) runs every ``eval_every``
@@ -157,7 +157,7 @@ def fit(
     no_decay = [p for _, p in named if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr,
-                                  fused=all(p.dtype == torch.float32 for p in params_of(named)))
+                                  fused=all(p.dtype == torch.float32 for _, p in named))
     warm = math.ceil(warmup * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: s / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
@@ -349,10 +349,6 @@ def _modules(encoder, loss_map) -> dict[str, torch.nn.Module]:
     for name, loss in loss_map.items():
         modules[f"loss.{name}"] = loss
     return modules
-
-
-def params_of(named) -> list[torch.nn.Parameter]:
-    return [p for _, p in named]
 
 
 def _trainable(modules) -> list[tuple[str, torch.nn.Parameter]]:
