@@ -101,8 +101,9 @@ def fit(
     best one by ``metric``, and the final model (see the module docstring). The batches' prompts
     (:meth:`~embedlab.train.data.Batches.model_prompts`: ``"query"``, ``"document"`` ...) are added to
     ``encoder.prompts`` at the end and saved with it, so ``encode(prompt_name="query")`` applies the training
-    prompt. ``resume`` is a checkpoint folder (or a run folder, meaning its ``checkpoints/last``) written by the same model and run config; ``batches`` must then
-    have ``state_dict()`` / ``load_state_dict()``, and the run continues exactly where it stopped.
+    prompt. ``resume`` is a checkpoint folder (or a run folder, meaning its ``checkpoints/last``) written by the
+    same model and run config; ``batches`` must then have ``state_dict()`` / ``load_state_dict()``, and the run
+    continues exactly where it stopped.
 
     ``evaluate(encoder) -> {name: float}`` (e.g. ``lambda e: evaluate_sts(e, pairs)``) runs every ``eval_every``
     steps and after the last; ``metric`` names the value (higher is better) whose best step is kept.
