@@ -251,13 +251,14 @@ class Encoder:
         mask = features["attention_mask"]
         if getattr(self.tokenizer, "padding_side", "right") != "right":  # left padding: positions would shift
             return run(features)
-        groups = length_groups(mask.sum(dim=1).tolist(), mask.shape[1])
+        lengths = mask.sum(dim=1).tolist()
+        groups = length_groups(lengths, mask.shape[1])
         if len(groups) == 1:
             return run(features)
         width, outputs = mask.shape[1], []
         for rows in groups:
             index = torch.as_tensor(rows, device=mask.device)
-            n = int(mask[index].sum(dim=1).max())
+            n = int(max(lengths[i] for i in rows))
             out = run({k: v[index][:, :n] for k, v in features.items()})
             if per_token and n < width:
                 pad = torch.zeros(len(rows), width - n, *out.shape[2:], dtype=out.dtype, device=out.device)
@@ -299,8 +300,9 @@ class Encoder:
         """Encode ``texts`` into float32 ``[n, dim or self.dim]``, rows in input order.
 
         ``prompt`` is prepended to every text (``prompt_name`` names one of :attr:`prompts` instead; with
-        neither, the model's ``default_prompt_name`` applies when it has one); a model saved with ``include_prompt=False`` pools only the
-        text's tokens (the prompt's tokens, counted as sentence-transformers counts them, still attend).
+        neither, the model's ``default_prompt_name`` applies when it has one); a model saved with
+        ``include_prompt=False`` pools only the text's tokens (the prompt's tokens, counted as
+        sentence-transformers counts them, still attend).
         ``normalize`` gives unit vectors (a model's final Normalize module is this step). ``dim`` keeps the first ``dim`` coordinates (Matryoshka
         truncation; Kusupati et al. 2022) and re-normalises when ``normalize``. ``layers=L`` pools the
         hidden state after layer ``L`` (1..num_layers; 2D Matryoshka, Li et al. 2024) instead of the last.
