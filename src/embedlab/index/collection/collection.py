@@ -642,6 +642,11 @@ class Collection:
         return self._encoder_obj
 
     @property
+    def multivector(self) -> bool:
+        """Whether items are token vectors (searched by MaxSim), so ``texts=`` go through ``encode_tokens``."""
+        return self._layer is not None
+
+    @property
     def encoder_name(self) -> str | None:
         """The model the manifest names for ``texts=`` (a bundled name or a folder), without loading it."""
         return self._manifest.get("encoder")

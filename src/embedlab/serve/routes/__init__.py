@@ -1,0 +1,1 @@
+"""The HTTP routes, one module per resource: embeddings and models, collections and search, health."""

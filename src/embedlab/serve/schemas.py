@@ -1,0 +1,146 @@
+"""Request and response bodies. Requests forbid unknown fields (a typo is a 422 naming the field, never a
+silently ignored option); sizes are bounded here, before anything reaches a model or the disk."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+Id = Annotated[Union[StrictInt, Annotated[str, Field(min_length=1, max_length=512)]], Field()]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a collection name")]
+Metadata = dict[str, Any]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- /v1/embeddings (OpenAI-compatible)
+class EmbeddingRequest(Request):
+    input: Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]] = Field(
+        description="a text, a list of texts, or token ids (one list, or a list of lists) of the model's vocabulary")
+    model: str | None = Field(None, description="a served model (GET /v1/models); the default model when omitted")
+    dimensions: int | None = Field(None, ge=1, description="keep the first `dimensions` coordinates (Matryoshka)")
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = Field(None, max_length=256, description="accepted for compatibility; not stored")
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+    truncated: list[int] = Field(description="indices of inputs cut to the model's token limit")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "embedlab"
+    dim: int
+    max_tokens: int
+    backend: str
+    precision: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# ---------------------------------------------------------------- collections
+class CreateCollection(Request):
+    name: Name
+    dim: int = Field(ge=1, le=65536)
+    metric: Literal["cosine", "ip", "l2"] = "cosine"
+    index: Literal["flat", "hnsw", "ivf"] | None = None
+    model: str | None = Field(None, description="the served model that encodes its texts (default: the server's)")
+    params: dict[str, Union[StrictInt, float, StrictStr, None]] = Field(
+        default_factory=dict, description="index and compression options, e.g. {\"M\": 32} or {\"codec\": \"int8\"}")
+    multivector: Union[bool, dict[str, Union[StrictInt, float, StrictStr]]] = Field(
+        False, description="store token vectors (MUVERA candidates re-ranked by MaxSim); options such as candidates")
+    schema_: dict[str, Literal["str", "int", "float", "bool", "list[str]"]] | None = Field(None, alias="schema")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    dim: int
+    metric: str
+    index: str
+    model: str | None
+    multivector: bool
+    count: int
+    schema_: dict[str, str] = Field(alias="schema")
+    stats: dict[str, Any]
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class Documents(Request):
+    ids: list[Id] = Field(min_length=1)
+    texts: list[StrictStr] | None = None
+    vectors: list[list[float]] | None = None
+    metadata: list[Metadata | None] | None = None
+    upsert: bool = False
+
+
+class DeleteDocuments(Request):
+    ids: list[Id] | None = None
+    filter: str | None = Field(None, max_length=8192)
+
+
+class WriteResult(BaseModel):
+    count: int = Field(description="documents written or deleted")
+    total: int = Field(description="documents in the collection after the write")
+
+
+class Document(BaseModel):
+    id: Id
+    text: str | None
+    metadata: Metadata
+
+
+class SearchRequest(Request):
+    queries: list[StrictStr] | None = None
+    vectors: list[list[float]] | None = None
+    k: int = Field(10, ge=1)
+    filter: str | None = Field(None, max_length=8192)
+    offset: int = Field(0, ge=0)
+    min_score: float | None = None
+    ef: int | None = Field(None, ge=1)
+
+
+class Hit(BaseModel):
+    id: Id
+    score: float
+    text: str | None
+    metadata: Metadata | None
+
+
+class QueryResult(BaseModel):
+    hits: list[Hit]
+    strategy: str
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult]
+
+
+class Health(BaseModel):
+    status: str
+    models: list[str] = []
+    collections: int = 0
