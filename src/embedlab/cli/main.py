@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from embedlab.cli import encode as encode_cli
 from embedlab.cli import index as index_cli
+from embedlab.cli import serve as serve_cli
 from embedlab.cli.eval import bench_app, eval_app
 from embedlab.cli.limit import limit_app
 from embedlab.cli.options import FormatOpt, ModelOpt, OutputFormat
@@ -42,6 +43,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(limit_app, name="limit")
 app.add_typer(train_app, name="train")
+app.command("serve")(serve_cli.serve_cmd)
 
 
 def _version(value: bool) -> None:

@@ -58,6 +58,8 @@ class Encoder:
     ``prompt_name=``, and ``default_prompt_name`` when a call passes neither ``prompt`` nor ``prompt_name``, as in
     sentence-transformers. ``token_projection`` (a bias-free ``torch.nn.Linear``, see
     :mod:`embedlab.models.token_projection`) maps the token vectors of :meth:`encode_tokens`.
+    ``warn_truncation``: warn (once, then it turns ``False``) when texts are cut to ``max_length``; a caller that
+    reports truncation itself, such as the server, sets it ``False``.
     """
 
     def __init__(self, runtime: Runtime, tokenizer, *, max_length: int, normalize_module: bool = True,
@@ -72,7 +74,7 @@ class Encoder:
         self.include_prompt = include_prompt
         self._prompt_lengths: dict[str, int] = {}
         self.source = source
-        self._warned_truncation = False
+        self.warn_truncation = True
         self._fingerprint: str | None = None
         self.token_projection = token_projection
         self.prompts = dict(prompts or {})  # name -> text, saved with the model (encode(prompt_name=...))
@@ -379,7 +381,7 @@ class Encoder:
                  special_mask: bool = False) -> Iterator[Batch]:
         """The token batches of ``texts`` (:func:`~embedlab.models.batching.token_batches`) with the progress
         bar and callback advanced after each one."""
-        warn = None if self._warned_truncation else functools.partial(self._warn_truncation, method)
+        warn = None if not self.warn_truncation else functools.partial(self._warn_truncation, method)
         batches = token_batches(self.tokenizer, texts, max_length=self.max_length, batch_size=batch_size,
                                 max_tokens=max_tokens, owner=f"Encoder.{method}", special_mask=special_mask,
                                 on_truncated=warn)
@@ -401,9 +403,9 @@ class Encoder:
                 bar.close()
 
     def _warn_truncation(self, method: str, n: int) -> None:
-        if self._warned_truncation:
+        if not self.warn_truncation:
             return
-        self._warned_truncation = True
+        self.warn_truncation = False
         warnings.warn(
             f"Encoder.{method}: {n} text(s) were longer than max_length={self.max_length} tokens and were "
             "truncated (this warning is shown once per encoder). Split long documents into passages "

@@ -4,6 +4,7 @@ module-level state — two apps in one process share nothing. Run it with uvicor
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from typing import Mapping
 
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 
 from embedlab import __version__
 from embedlab.serve.context import Server
-from embedlab.serve.errors import HANDLERS, ApiError
+from embedlab.serve.errors import HANDLERS
 from embedlab.serve.metrics import Metrics, MetricsMiddleware
 from embedlab.serve.models import ServedModel, load_encoder
 from embedlab.serve.routes import collections, embeddings, health
@@ -22,7 +23,8 @@ log = logging.getLogger("embedlab.serve")
 
 
 class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes is refused with 413 before the app parses any of it."""
+    """ASGI middleware: a body over ``limit`` bytes is refused with 413 before the app parses any of it (by its
+    Content-Length, or while a chunked body arrives: it is buffered up to the limit, then handed on)."""
 
     def __init__(self, app, limit: int, metrics: Metrics) -> None:
         self.app, self.limit, self.metrics = app, limit, metrics
@@ -31,28 +33,37 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            self.metrics.rejected.labels("body").inc()
-            message = (f"the request body must be at most {self.limit} bytes, got {int(declared)}. "
-                       "Split the request.").encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": b'{"error": {"type": "request_too_large", '
-                        b'"message": "' + message + b'", "param": null}}'})
-            return
-        seen = 0
-
-        async def counting():
-            nonlocal seen
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                return await self._refuse(send, f"got {int(declared)}")
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:  # a chunked body without a Content-Length
-                    self.metrics.rejected.labels("body").inc()
-                    raise ApiError(413, "request_too_large", f"the request body must be at most {self.limit} bytes.")
-            return message
+            if message["type"] != "http.request":
+                return  # the client left
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                return await self._refuse(send, "got more")
+        replayed = False
 
-        await self.app(scope, counting, send)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, got: str) -> None:
+        self.metrics.rejected.labels("body").inc()
+        error = {"type": "request_too_large", "param": None,
+                 "message": f"the request body must be at most {self.limit} bytes, {got}. Split the request."}
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps({"error": error}).encode()})
 
 
 def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = None) -> FastAPI:

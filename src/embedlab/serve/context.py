@@ -10,10 +10,10 @@ from typing import Any, Awaitable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from embedlab.errors import InvalidInputError, NotFoundError
+from embedlab.errors import InvalidInputError
 from embedlab.serve.auth import ApiKey, find_key
 from embedlab.serve.batching import Overloaded
-from embedlab.serve.errors import ApiError
+from embedlab.serve.errors import ApiError, not_found
 from embedlab.serve.metrics import Metrics
 from embedlab.serve.models import ServedModel
 from embedlab.serve.settings import Settings
@@ -33,8 +33,8 @@ class Server:
         if name is None:
             return self.models[self.settings.default_model]
         if name not in self.models:
-            raise NotFoundError(f"model must be one of the served models {sorted(self.models)}, got {name!r}. "
-                                "GET /v1/models lists them.")
+            raise not_found(f"model must be one of the served models {sorted(self.models)}, got {name!r}. "
+                                "GET /v1/models lists them.", param)
         return self.models[name]
 
     def check_count(self, n: int, what: str) -> None:
@@ -111,7 +111,3 @@ async def awaiting(request: Request, work: Awaitable[Any], *, what: str) -> Any:
         if not task.done():
             task.cancel()
 
-
-def check_texts(texts: list[str], param: str) -> None:
-    if not texts:
-        raise InvalidInputError(f"{param} must hold at least one text, got an empty list.")

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from embedlab.errors import (ConflictError, EmbedlabError, ModelNotFoundError, NotFoundError, UnsupportedError)
+from embedlab.errors import ConflictError, EmbedlabError, UnsupportedError
 
 log = logging.getLogger("embedlab.serve")
 
@@ -56,11 +56,13 @@ def body(status: int, type: str | None, message: str, param: str | None = None, 
 
 
 def library_status(exc: EmbedlabError) -> int:
-    if isinstance(exc, (NotFoundError, ModelNotFoundError)):
-        return 404
-    if isinstance(exc, ConflictError):
-        return 409
-    return 400  # InvalidInputError, DataFormatError (of the request), UnsupportedError, NotFittedError
+    """409 for a conflict with stored state, else 400: the library's errors are about the request's content
+    (an unknown filter field is a bad request, not a missing URL; routes answer 404 for what their path names)."""
+    return 409 if isinstance(exc, ConflictError) else 400
+
+
+def not_found(message: str, param: str | None = None) -> ApiError:
+    return ApiError(404, "not_found_error", message, param)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

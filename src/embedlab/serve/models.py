@@ -25,6 +25,7 @@ class ServedModel:
 
     def __init__(self, name: str, spec: ModelSpec, encoder, settings: Settings, metrics: Metrics) -> None:
         self.name, self.spec, self.encoder = name, spec, encoder
+        encoder.warn_truncation = False  # every response reports its truncated inputs
         self.max_tokens = int(encoder.max_length)
         self._batch_tokens = settings.batch_tokens
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embedlab-{name}")

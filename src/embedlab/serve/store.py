@@ -13,9 +13,10 @@ import threading
 import uuid
 from pathlib import Path
 
-from embedlab.errors import ConflictError, EmbedlabError, NotFoundError
+from embedlab.errors import ConflictError, EmbedlabError
 from embedlab.files import fsync_dir
 from embedlab.index import Collection
+from embedlab.serve.errors import not_found
 from embedlab.serve.models import ServedModel
 
 log = logging.getLogger("embedlab.serve")
@@ -49,7 +50,7 @@ class Store:
     def get(self, name: str) -> Collection:
         col = self._collections.get(name)
         if col is None:
-            raise NotFoundError(f"collection {name!r} does not exist; the server has {self.names()[:20]}. Create it "
+            raise not_found(f"collection {name!r} does not exist; the server has {self.names()[:20]}. Create it "
                                 "with POST /v1/collections.")
         return col
 

@@ -11,11 +11,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from embedlab.errors import InvalidInputError
+from embedlab.errors import InvalidInputError, NotFoundError
 from embedlab.index import Collection
 from embedlab.serve.auth import ApiKey
 from embedlab.serve.context import READ, WRITE, Server, awaiting, server
-from embedlab.serve.errors import ERROR_RESPONSES, ApiError
+from embedlab.serve.errors import ERROR_RESPONSES, ApiError, not_found
 from embedlab.serve.models import ServedModel
 from embedlab.serve.routes.embeddings import embed_texts
 from embedlab.serve.schemas import (CollectionInfo, CollectionList, CreateCollection, DeleteDocuments, Document,
@@ -118,7 +118,10 @@ async def delete_documents(body: DeleteDocuments, name: str = NamePath, srv: Ser
 async def get_document(id: str, name: str = NamePath, srv: Server = Depends(server)) -> dict:
     col = srv.store.get(name)
     key = int(id) if col.id_kind == "int" and id.lstrip("-").isdigit() else id
-    row = (await run_in_threadpool(col.get, [key]))[0]
+    try:
+        row = (await run_in_threadpool(col.get, [key]))[0]
+    except NotFoundError as exc:
+        raise not_found(str(exc), "id") from None
     return {"id": row["id"], "text": row["text"], "metadata": row["metadata"]}
 
 

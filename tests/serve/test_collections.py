@@ -1,0 +1,160 @@
+"""Collections over HTTP: the library's behaviour, its errors as 4xx, and nothing changed by a failed call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+PAPERS = [("nv-embed", "NV-Embed trains LLMs as generalist embedding models", 2024, ["training"]),
+          ("limit", "theoretical limits of embedding-based retrieval", 2025, ["theory"]),
+          ("binary", "binary and scalar quantization of embeddings", 2024, ["compression"]),
+          ("cats", "a cat sat on the mat", 2019, ["pets"])]
+
+
+def add_papers(c, name="papers", **create):
+    r = c.post("/v1/collections", json={"name": name, "dim": 384, **create})
+    assert r.status_code == 201, r.text
+    r = c.post(f"/v1/collections/{name}/documents", json={
+        "ids": [p[0] for p in PAPERS], "texts": [p[1] for p in PAPERS],
+        "metadata": [{"year": p[2], "tags": p[3]} for p in PAPERS]})
+    assert r.status_code == 200 and r.json() == {"count": 4, "total": 4}, r.text
+
+
+def search(c, name="papers", **body):
+    r = c.post(f"/v1/collections/{name}/search", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["results"]
+
+
+def test_lifecycle_and_filtered_search_match_the_library(client, encoder, tmp_path):
+    from embedlab import Collection
+
+    add_papers(client)
+    info = client.get("/v1/collections/papers").json()
+    assert info["count"] == 4 and info["model"] == "all-MiniLM-L6-v2" and info["index"] == "hnsw"
+    assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["papers"]
+    (res,) = search(client, queries=["compressing vectors"], k=2, filter='year >= 2024 and not tags contains "theory"')
+    with Collection.create(tmp_path / "lib", dim=384, index="hnsw", encoder=encoder) as col:
+        col.add([p[0] for p in PAPERS], texts=[p[1] for p in PAPERS],
+                metadata=[{"year": p[2], "tags": p[3]} for p in PAPERS])
+        want = col.search(["compressing vectors"], k=2, filter='year >= 2024 and not tags contains "theory"')
+    assert [h["id"] for h in res["hits"]] == list(want.ids[0])
+    np.testing.assert_allclose([h["score"] for h in res["hits"]], want.scores[0], atol=1e-5)
+    assert res["hits"][0]["text"] == "binary and scalar quantization of embeddings"
+    assert res["hits"][0]["metadata"] == {"year": 2024, "tags": ["compression"]} and res["strategy"]
+    assert client.delete("/v1/collections/papers").status_code == 204
+    assert client.get("/v1/collections/papers").status_code == 404
+    assert client.get("/v1/collections").json() == {"collections": []}
+
+
+def test_vectors_upsert_get_and_delete(client, encoder):
+    vectors = encoder.encode(["alpha", "beta", "gamma"])
+    assert client.post("/v1/collections", json={"name": "v", "dim": 384, "index": "flat"}).status_code == 201
+    r = client.post("/v1/collections/v/documents", json={"ids": [1, 2, 3], "vectors": vectors.tolist(),
+                                                         "metadata": [{"n": 1}, {"n": 2}, {"n": 3}]})
+    assert r.json() == {"count": 3, "total": 3}
+    (res,) = search(client, "v", vectors=[vectors[1].tolist()], k=1)
+    assert res["hits"][0]["id"] == 2 and res["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    (res,) = search(client, "v", queries=["gamma"], k=1)  # texts through the collection's model
+    assert res["hits"][0]["id"] == 3
+    r = client.post("/v1/collections/v/documents", json={"ids": [2], "texts": ["delta"], "upsert": True})
+    assert r.json() == {"count": 1, "total": 3}
+    assert client.get("/v1/collections/v/documents/2").json() == {"id": 2, "text": "delta", "metadata": {}}
+    r = client.post("/v1/collections/v/documents/delete", json={"filter": "n >= 3"})
+    assert r.json() == {"count": 1, "total": 2}
+    r = client.post("/v1/collections/v/documents/delete", json={"ids": [1]})
+    assert r.json() == {"count": 1, "total": 1}
+
+
+def test_a_failed_write_changes_nothing(client):
+    add_papers(client)
+    before = client.get("/v1/collections/papers").json()["count"]
+    cases = [
+        ({"ids": ["x"], "vectors": [[0.1] * 383]}, 400, "must have shape (1, 384), got (1, 383)"),
+        ({"ids": ["limit"], "texts": ["again"]}, 409, "limit"),
+        ({"ids": ["x", "y"], "texts": ["one"]}, 400, "texts must hold one entry per id (2), got 1"),
+        ({"ids": ["x"], "texts": ["t"], "vectors": [[0.0] * 384]}, 400, "exactly one of texts or vectors"),
+        ({"ids": ["x"], "texts": ["t"], "metadata": [{"year": "not a year"}]}, 400, "year"),
+        ({"ids": ["x"], "texts": ["t"], "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+    ]
+    for body, status, match in cases:
+        r = client.post("/v1/collections/papers/documents", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert match in r.json()["error"]["message"], r.json()
+    assert client.get("/v1/collections/papers").json()["count"] == before
+    (res,) = search(client, queries=["theory"], k=10)
+    assert sorted(h["id"] for h in res["hits"]) == sorted(p[0] for p in PAPERS)
+
+
+@pytest.mark.parametrize("body, status, match", [
+    ({"queries": ["x"], "filter": "year >>= 3"}, 400, "Filter.parse"),
+    ({"queries": ["x"], "filter": "colour == 'red'"}, 400, "colour"),
+    ({"queries": ["x"], "k": 10**6}, 400, "k must be"),
+    ({"vectors": [[0.0] * 3]}, 400, "384"),
+    ({"vectors": [[0.0] * 384, [0.0] * 383]}, 400, "equally long rows"),
+    ({"queries": ["x"], "vectors": [[0.0] * 384]}, 400, "exactly one of queries"),
+    ({"queries": ["x"], "k": 0}, 422, "k"),
+])
+def test_bad_searches_get_clear_errors(client, body, status, match):
+    add_papers(client)
+    r = client.post("/v1/collections/papers/search", json=body)
+    assert r.status_code == status, r.text
+    assert match in r.json()["error"]["message"]
+
+
+def test_create_errors(client):
+    assert client.post("/v1/collections", json={"name": "a", "dim": 384}).status_code == 201
+    r = client.post("/v1/collections", json={"name": "a", "dim": 384})
+    assert r.status_code == 409 and "already exists" in r.json()["error"]["message"]
+    r = client.post("/v1/collections", json={"name": "../etc", "dim": 384})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "name"
+    r = client.post("/v1/collections", json={"name": "b", "dim": 384, "params": {"M": -1}})
+    assert r.status_code == 400 and "M" in r.json()["error"]["message"]
+    r = client.post("/v1/collections", json={"name": "c", "dim": 384, "model": "nope"})
+    assert r.status_code == 404
+    assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["a"]
+
+
+def test_vector_only_collection_of_another_width(client):
+    assert client.post("/v1/collections", json={"name": "small", "dim": 8, "index": "flat"}).status_code == 201
+    assert client.get("/v1/collections/small").json()["model"] is None
+    client.post("/v1/collections/small/documents", json={"ids": ["a"], "vectors": [[1.0] + [0.0] * 7]})
+    r = client.post("/v1/collections/small/search", json={"queries": ["text"]})
+    assert r.status_code == 400 and "has no model this server serves" in r.json()["error"]["message"]
+
+
+def test_compressed_and_multivector_collections(client, encoder):
+    add_papers(client, "binary", index="flat", params={"codec": "binary", "rescore": "float32", "oversample": 4})
+    (res,) = search(client, "binary", queries=["compressing vectors"], k=1)
+    assert res["hits"][0]["id"] == "binary"
+    assert client.get("/v1/collections/binary").json()["stats"]["ram_bytes_per_vector"] < 384 * 4
+    add_papers(client, "late", index="flat", metric="ip", multivector={"candidates": 10})
+    assert client.get("/v1/collections/late").json()["multivector"] is True
+    (res,) = search(client, "late", queries=["compressing vectors"], k=2, filter="year >= 2024")
+    assert res["hits"][0]["id"] == "binary" and res["strategy"].endswith("+rerank")
+    assert {h["metadata"]["year"] >= 2024 for h in res["hits"]} == {True}
+
+
+def test_collections_survive_a_restart(make_app, tmp_path):
+    from fastapi.testclient import TestClient
+
+    with TestClient(make_app()) as c:
+        add_papers(c)
+    with TestClient(make_app()) as c:  # the same data folder, opened again
+        assert c.get("/v1/collections/papers").json()["count"] == 4
+        (res,) = search(c, queries=["a cat"], k=1)
+        assert res["hits"][0]["id"] == "cats"
+
+
+def test_a_500_never_leaks_internals(make_app, monkeypatch, caplog):
+    from fastapi.testclient import TestClient
+
+    app = make_app()
+    monkeypatch.setattr(app.state.server.store, "get",
+                        lambda name: (_ for _ in ()).throw(RuntimeError("secret /etc/passwd")))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/v1/collections/papers")
+    assert r.status_code == 500
+    assert r.json() == {"error": {"type": "server_error", "message": "internal server error; the server log has the "
+                                  "details.", "param": None}}
+    assert "secret" in caplog.text  # the traceback goes to the log
