@@ -60,9 +60,9 @@ def test_vectors_upsert_get_and_delete(client, encoder):
     r = client.post("/v1/collections/v/documents", json={"ids": [2], "texts": ["delta"], "upsert": True})
     assert r.json() == {"count": 1, "total": 3}
     assert client.get("/v1/collections/v/documents/2").json() == {"id": 2, "text": "delta", "metadata": {}}
-    r = client.post("/v1/collections/v/documents/delete", json={"filter": "n >= 3"})
+    r = client.post("/v1/collections/v/delete", json={"filter": "n >= 3"})
     assert r.json() == {"count": 1, "total": 2}
-    r = client.post("/v1/collections/v/documents/delete", json={"ids": [1]})
+    r = client.post("/v1/collections/v/delete", json={"ids": [1]})
     assert r.json() == {"count": 1, "total": 1}
 
 

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from embedlab.errors import ConflictError, EmbedlabError, UnsupportedError
 
@@ -84,8 +85,21 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return body(422, None, f"{param or 'body'}: {first['msg']}{more}. See /docs for the request schema.", param)
 
 
+def _routes(routes):
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI keeps an included router whole
+        yield from (_routes(inner.routes) if inner is not None else (route,))
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return body(exc.status_code, None, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:  # Allow: every method of the path, across its routes (starlette names one route's)
+        allowed = sorted({m for route in _routes(request.app.routes) if getattr(route, "methods", None)
+                          and route.matches(request.scope)[0] != Match.NONE for m in route.methods})
+        headers = {"Allow": ", ".join(allowed)}
+        return body(405, None, f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}.",
+                    headers=headers)
+    return body(exc.status_code, None, str(exc.detail), headers=headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 Id = Annotated[Union[StrictInt, Annotated[str, Field(min_length=1, max_length=512)]], Field()]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a collection name")]
@@ -13,7 +13,7 @@ Metadata = dict[str, Any]
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no "10" for 10, no 0 for false
 
 
 # ---------------------------------------------------------------- /v1/embeddings (OpenAI-compatible)
@@ -69,7 +69,7 @@ class CreateCollection(Request):
     model: str | None = Field(None, description="the served model that encodes its texts (default: the server's)")
     params: dict[str, Union[StrictInt, float, StrictStr, None]] = Field(
         default_factory=dict, description="index and compression options, e.g. {\"M\": 32} or {\"codec\": \"int8\"}")
-    multivector: Union[bool, dict[str, Union[StrictInt, float, StrictStr]]] = Field(
+    multivector: Union[StrictBool, dict[str, Union[StrictInt, float, StrictStr]]] = Field(
         False, description="store token vectors (MUVERA candidates re-ranked by MaxSim); options such as candidates")
     schema_: dict[str, Literal["str", "int", "float", "bool", "list[str]"]] | None = Field(None, alias="schema")
 
@@ -92,14 +92,14 @@ class CollectionList(BaseModel):
 
 class Documents(Request):
     ids: list[Id] = Field(min_length=1)
-    texts: list[StrictStr] | None = None
-    vectors: list[list[float]] | None = None
+    texts: list[StrictStr] | None = Field(None, min_length=1)
+    vectors: list[list[float]] | None = Field(None, min_length=1)
     metadata: list[Metadata | None] | None = None
     upsert: bool = False
 
 
 class DeleteDocuments(Request):
-    ids: list[Id] | None = None
+    ids: list[Id] | None = Field(None, min_length=1)
     filter: str | None = Field(None, max_length=8192)
 
 
@@ -115,8 +115,8 @@ class Document(BaseModel):
 
 
 class SearchRequest(Request):
-    queries: list[StrictStr] | None = None
-    vectors: list[list[float]] | None = None
+    queries: list[StrictStr] | None = Field(None, min_length=1)
+    vectors: list[list[float]] | None = Field(None, min_length=1)
     k: int = Field(10, ge=1)
     filter: str | None = Field(None, max_length=8192)
     offset: int = Field(0, ge=0)

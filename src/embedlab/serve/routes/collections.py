@@ -1,5 +1,10 @@
 """Collections over HTTP: create, list, describe, delete; write, read and delete documents; filtered search.
 
+Routes: ``POST /v1/collections``, ``GET /v1/collections``, ``GET|DELETE /v1/collections/{name}``,
+``POST /v1/collections/{name}/documents`` (add or upsert), ``GET /v1/collections/{name}/documents/{id}``,
+``POST /v1/collections/{name}/delete`` (documents by ids or filter; not under ``documents/``, where a path
+segment is an id) and ``POST /v1/collections/{name}/search``.
+
 Texts are encoded by the collection's model through the dynamic batcher; multi-vector collections encode their
 token vectors on the model's worker thread. Collection calls block (SQLite, faiss), so they run in worker
 threads; a write is answered only once the collection has made it durable.
@@ -102,7 +107,7 @@ async def write_documents(body: Documents, request: Request, name: str = NamePat
     return {"count": len(body.ids), "total": await run_in_threadpool(col.count)}
 
 
-@router.post("/{name}/documents/delete", response_model=WriteResult, dependencies=[WRITE])
+@router.post("/{name}/delete", response_model=WriteResult, dependencies=[WRITE])
 async def delete_documents(body: DeleteDocuments, name: str = NamePath, srv: Server = Depends(server)) -> dict:
     col = srv.store.get(name)
     if (body.ids is None) == (body.filter is None):

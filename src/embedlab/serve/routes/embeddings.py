@@ -43,6 +43,8 @@ async def embed_texts(request: Request, srv: Server, model: ServedModel, texts: 
                       what: str = "input") -> tuple[np.ndarray, int, list[int]]:
     """``(unit float32 [n, dim], tokens counted after truncation, indices of truncated texts)`` through the
     batcher, under the server's limits."""
+    if not texts:
+        raise ApiError(400, "invalid_request_error", f"{what} must hold at least one text, got an empty list.", what)
     srv.check_count(len(texts), what)
     lengths = model.count_tokens(texts)
     limit = model.max_tokens
