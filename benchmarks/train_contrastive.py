@@ -335,8 +335,9 @@ def _throughput_st(args, work: Path) -> dict:
 
 
 def exp_budget(args, work: Path) -> dict:
-    """The best recipe of ``infonce`` / ``hardneg`` / ``hardneg_ft`` (by nDCG@10 at equal steps) for as many steps as its
-    measured pairs/s fits in ``--budget-minutes`` of training."""
+    """The best recipe of ``infonce`` / ``hardneg`` / ``hardneg_ft`` (by nDCG@10 at equal steps) for as many steps as
+    fit in ``--budget-minutes`` of training at the pairs/s of a 20-step probe of that recipe run just before (so
+    that the step count follows this run's speed, not that of an earlier run on a busier machine)."""
     from embedlab.train import InfoNCE, PairDataset
 
     kept = {n: json.loads((work / f"{n}.json").read_text()) for n in ("infonce", "hardneg", "hardneg_ft")
@@ -344,12 +345,14 @@ def exp_budget(args, work: Path) -> dict:
     if "infonce" not in kept:
         raise SystemExit("budget: run the infonce experiment first (it picks the recipe and the step count)")
     recipe = max(kept, key=lambda n: kept[n]["ndcg_at_10"])
-    steps = int(args.budget_minutes * 60 * kept[recipe]["pairs_per_second"] // args.batch_size)
     dataset = train_pairs()
     if recipe != "infonce":
         dataset = PairDataset.from_jsonl(work / f"{recipe}-pairs.jsonl")  # the rows that run mined
+    probe = fit_ours(args, dataset, lambda e: InfoNCE(), work / "budget-probe", steps=20)
+    steps = int(args.budget_minutes * 60 * probe["pairs_per_second"] // args.batch_size)
     out = fit_ours(args, dataset, lambda e: InfoNCE(), work / "budget", steps=steps)
-    return {"recipe": recipe, "budget_minutes": args.budget_minutes, **out, **evaluate_folder(work / "budget")}
+    return {"recipe": recipe, "budget_minutes": args.budget_minutes, "probe_pairs_per_second": probe["pairs_per_second"],
+            **out, **evaluate_folder(work / "budget")}
 
 
 EXPERIMENTS = {"base": exp_base, "infonce": exp_infonce, "st": exp_st, "cosent": exp_cosent,
