@@ -564,6 +564,12 @@ def report(args, r: dict) -> None:
     for key, goal, what in goals:
         if figures.get(key) is not None and figures[key] < goal:
             notes.append(f"{key} = {figures[key]:.4g}, below {what} ({goal:g}).")
+    if figures.get("hard_negative_ft_miner_ndcg_gain_points") is not None:
+        notes.append(f"Hard negatives mined by the base model keep {figures['hard_negative_rows_kept']} rows after the "
+                     f"95%-of-positive filter; mined by the in-batch fine-tuned model (training still from the base) "
+                     f"{figures['hard_negative_ft_miner_rows_kept']} rows and "
+                     f"{figures['hard_negative_ft_miner_ndcg_gain_points']:+.2f} points over in-batch InfoNCE "
+                     "(hard_negative_ft_miner_ndcg_gain_points; goal +1).")
     if figures.get("train_peak_rss_ratio_vs_st") is not None and figures["train_peak_rss_ratio_vs_st"] > 1:
         notes.append(f"Peak training RSS is {figures['train_peak_rss_ratio_vs_st']:.2f}x sentence-transformers'.")
     notes.append("Each experiment ran in its own process (peak RSS is that process's, read right after training, "

@@ -15,10 +15,11 @@ MODEL = "all-MiniLM-L6-v2"
 
 @pytest.fixture
 def make_app(encoder, tmp_path):
-    """``make_app(**settings)`` -> a FastAPI app on a fresh data folder (or ``data=``), sharing the encoder."""
+    """``make_app(**settings)`` -> a FastAPI app on a fresh data folder (or ``data=``), serving the session's encoder
+    (or ``encoder=``) as the default model."""
     apps = []
 
-    def make(**options):
+    def make(encoder=encoder, **options):
         options.setdefault("data", tmp_path / "data")
         app = create_app(Settings(**options), encoders={MODEL: encoder})
         apps.append(app)

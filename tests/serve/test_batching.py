@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -130,3 +131,85 @@ def test_concurrent_http_requests_are_batched(live_url):
     assert total == 16 and count < 16  # fewer forward passes than requests
     assert 'embedlab_requests_total{method="POST",route="/v1/embeddings",status="200"} 16.0' in metrics
     assert "embedlab_tokens_embedded_total" in metrics and "embedlab_queue_tokens" in metrics
+
+
+class Gated:
+    """The session's encoder, whose ``encode`` waits for ``gate`` (so a test can hold the worker busy)."""
+
+    def __init__(self, encoder) -> None:
+        self._encoder, self.gate, self.calls = encoder, threading.Event(), []
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def encode(self, texts, **options):
+        self.calls.append(list(texts))
+        self.gate.wait(30)
+        return self._encoder.encode(texts, **options)
+
+
+def test_overload_timeout_and_disconnect_over_http(make_app, encoder):
+    import httpx
+
+    from tests.serve.conftest import live
+
+    gated = Gated(encoder)
+    app = make_app(encoder=gated, max_queue_tokens=8, timeout_s=3.0, batch_wait_ms=0)
+    queued = lambda: app.state.server.models["all-MiniLM-L6-v2"]._batchers[None].queued_tokens  # noqa: E731
+    results = {}
+
+    def send(label, text):
+        results[label] = httpx.post(f"{url}/v1/embeddings", json={"input": text}, timeout=30)
+
+    with live(app) as url:
+        first = threading.Thread(target=send, args=("first", "first text"))
+        first.start()
+        for _ in range(300):  # the worker holds "first" and waits at the gate
+            if gated.calls:
+                break
+            time.sleep(0.01)
+        with pytest.raises(httpx.TimeoutException):  # a client that gives up while queued ...
+            httpx.post(f"{url}/v1/embeddings", json={"input": "second text"}, timeout=0.3)
+        for _ in range(300):
+            if queued() == 0:
+                break
+            time.sleep(0.01)
+        assert queued() == 0  # ... frees its slot
+        waiting = threading.Thread(target=send, args=("waiting", "third text"))  # 4 tokens of the 8
+        waiting.start()
+        for _ in range(300):
+            if queued() == 4:
+                break
+            time.sleep(0.01)
+        r = httpx.post(f"{url}/v1/embeddings", json={"input": "a somewhat longer text"}, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["type"] == "overloaded" and "8-token limit" in r.json()["error"]["message"]
+        first.join()
+        waiting.join()
+        assert results["first"].status_code == 504 and results["waiting"].status_code == 504
+        assert "did not finish within 3 s" in results["waiting"].json()["error"]["message"]
+        gated.gate.set()
+        assert httpx.post(f"{url}/v1/embeddings", json={"input": "after"}, timeout=30).status_code == 200
+    assert ["second text"] not in gated.calls  # the request that left never cost a forward pass
+
+
+def test_requests_beyond_the_in_flight_limit_get_503_and_probes_still_answer(make_app, encoder):
+    import httpx
+
+    from tests.serve.conftest import live
+
+    gated = Gated(encoder)
+    app = make_app(encoder=gated, max_in_flight=1)
+    with live(app) as url:
+        held = threading.Thread(target=lambda: httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, timeout=30))
+        held.start()
+        for _ in range(300):
+            if gated.calls:
+                break
+            time.sleep(0.01)
+        r = httpx.post(f"{url}/v1/embeddings", json={"input": "y"}, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "in flight" in r.json()["error"]["message"]
+        assert httpx.get(f"{url}/healthz").status_code == 200 and httpx.get(f"{url}/readyz").status_code == 200
+        gated.gate.set()
+        held.join()
+        assert httpx.post(f"{url}/v1/embeddings", json={"input": "y"}, timeout=30).status_code == 200

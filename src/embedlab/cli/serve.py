@@ -30,6 +30,7 @@ def serve_cmd(
     batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0, help="Longest wait for company in a batch."),
     max_queue_tokens: int = typer.Option(262_144, "--max-queue-tokens", min=1, help="Tokens that may wait (then 503)."),
     max_inputs: int = typer.Option(2048, "--max-inputs", min=1, help="Texts, ids or queries per request (then 413)."),
+    max_in_flight: int = typer.Option(512, "--max-in-flight", min=1, help="Requests at once (then 503)."),
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", min=0.001, help="Request body limit in MiB (then 413)."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds an encoding or search may take (504)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per model."),
@@ -48,7 +49,8 @@ def serve_cmd(
                                 "--api-keys FILE (or set $EMBEDLAB_API_KEYS), or bind to 127.0.0.1.")
     settings = Settings(data=data, models=models, keys=keys, truncate=truncate, batching=batching,
                         batch_tokens=batch_tokens, batch_wait_ms=batch_wait_ms, max_queue_tokens=max_queue_tokens,
-                        max_inputs=max_inputs, max_body_bytes=int(max_body_mb * 2**20), timeout_s=timeout,
+                        max_inputs=max_inputs, max_in_flight=max_in_flight, max_body_bytes=int(max_body_mb * 2**20),
+                        timeout_s=timeout,
                         threads=threads)
     app = create_app(settings)
     if openapi is not None:

@@ -66,6 +66,34 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": json.dumps({"error": error}).encode()})
 
 
+class InFlightLimit:
+    """ASGI middleware: at most ``limit`` requests in flight (bodies, queued work, responses); the next one is
+    answered 503 with ``Retry-After`` at once, so memory stays bounded however many clients connect. The probes
+    (``/healthz``, ``/readyz``, ``/metrics``) are always answered."""
+
+    PROBES = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app, limit: int, metrics: Metrics) -> None:
+        self.app, self.limit, self.metrics, self.active = app, limit, metrics, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.PROBES:
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            self.metrics.rejected.labels("in_flight").inc()
+            error = {"type": "overloaded", "param": None,
+                     "message": f"the server has {self.active} requests in flight (its limit); retry shortly."}
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": json.dumps({"error": error}).encode()})
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = None) -> FastAPI:
     """The app serving ``settings``. ``encoders`` (served name -> loaded ``Encoder``) skips loading those models
     (tests share one per session); the others are loaded here, before the app answers."""
@@ -90,5 +118,6 @@ def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = No
     app.include_router(collections.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -56,7 +56,8 @@ class Settings:
     (the first is the default model: it encodes texts when a request names none); ``keys``: API keys from
     :func:`~embedlab.serve.auth.load_keys` (empty: no auth, loopback only).
 
-    Limits: ``max_body_bytes`` per request body (413), ``max_inputs`` texts / ids / queries per request (413),
+    Limits: ``max_in_flight`` requests at once (then 503 with ``Retry-After``), ``max_body_bytes`` per request body
+    (413), ``max_inputs`` texts / ids / queries per request (413),
     ``max_request_tokens`` tokens per embedding request (413); ``truncate``: ``"end"`` cuts texts longer than the
     model's limit and reports them in the response, ``"error"`` answers 400.
 
@@ -69,6 +70,7 @@ class Settings:
     data: Path
     models: dict[str, ModelSpec] = field(default_factory=lambda: {"all-MiniLM-L6-v2": ModelSpec()})
     keys: tuple = ()
+    max_in_flight: int = 512
     max_body_bytes: int = 8 * 2**20
     max_inputs: int = 2048
     max_request_tokens: int = 131_072
@@ -86,7 +88,8 @@ class Settings:
         if not self.models:
             raise InvalidInputError(f"{owner}: models must name at least one model, got none. Use --model NAME=PATH.")
         check_choice(self.truncate, TRUNCATE, owner, "truncate")
-        for name in ("max_body_bytes", "max_inputs", "max_request_tokens", "batch_tokens", "max_queue_tokens"):
+        for name in ("max_in_flight", "max_body_bytes", "max_inputs", "max_request_tokens", "batch_tokens",
+                     "max_queue_tokens"):
             check_int(getattr(self, name), owner, name)
         if not (self.batch_wait_ms >= 0 and self.timeout_s > 0):
             raise InvalidInputError(f"{owner}: batch_wait_ms must be >= 0 and timeout_s > 0, got "

@@ -85,7 +85,10 @@ async def write_documents(body: Documents, request: Request, name: str = NamePat
                           srv: Server = Depends(server)) -> dict:
     col = srv.store.get(name)
     srv.check_count(len(body.ids), "ids")
-    if (body.texts is None) == (body.vectors is None) and not (col.multivector and body.vectors is None):
+    if col.multivector and (body.texts is None or body.vectors is not None):
+        raise ApiError(400, "invalid_request_error", f"collection {name!r} stores token vectors: send texts (its model "
+                       "computes their token vectors), not vectors.", "texts")
+    if (body.texts is None) == (body.vectors is None):
         raise InvalidInputError("documents must carry exactly one of texts or vectors, got "
                                 f"{'both' if body.texts is not None else 'neither'}.")
     for field in ("texts", "vectors", "metadata"):
@@ -94,12 +97,12 @@ async def write_documents(body: Documents, request: Request, name: str = NamePat
             raise ApiError(400, "invalid_request_error", f"{field} must hold one entry per id ({len(body.ids)}), got "
                            f"{len(given)}.", field)
     write = col.upsert if body.upsert else col.add
-    if col.multivector:  # token vectors: the layer encodes the texts, on the model's thread
+    if col.multivector:  # the layer encodes the texts' token vectors, on the model's thread
         model = _text_model(srv, col, name, "texts")
         await model.call(lambda: write(body.ids, texts=body.texts, metadata=body.metadata))
     else:
         if body.vectors is not None:
-            vectors = np.asarray(body.vectors, dtype=np.float32) if _rectangular(body.vectors, "vectors") else None
+            vectors = _matrix(body.vectors, "vectors")
         else:
             model = _text_model(srv, col, name, "texts")
             vectors, _, _ = await embed_texts(request, srv, model, body.texts, prompt="document", what="texts")
@@ -130,11 +133,12 @@ async def get_document(id: str, name: str = NamePath, srv: Server = Depends(serv
     return {"id": row["id"], "text": row["text"], "metadata": row["metadata"]}
 
 
-def _rectangular(rows: list[list[float]], param: str) -> bool:
-    if not rows or len({len(r) for r in rows}) != 1:
-        raise ApiError(400, "invalid_request_error", f"{param} must be a non-empty list of equally long rows, got "
-                       f"row lengths {sorted({len(r) for r in rows})[:5]}.", param)
-    return True
+def _matrix(rows: list[list[float]], param: str) -> np.ndarray:
+    """``rows`` as float32 ``[n, d]``; the collection checks ``d``."""
+    if len({len(r) for r in rows}) != 1:
+        raise ApiError(400, "invalid_request_error", f"{param} must be a list of equally long rows, got row lengths "
+                       f"{sorted({len(r) for r in rows})[:5]}.", param)
+    return np.asarray(rows, dtype=np.float32)
 
 
 @router.post("/{name}/search", response_model=SearchResponse, dependencies=[READ])
@@ -148,8 +152,7 @@ async def search(body: SearchRequest, request: Request, name: str = NamePath, sr
     options = dict(k=body.k, filter=body.filter, offset=body.offset, min_score=body.min_score, ef=body.ef,
                    include=("text", "metadata"))
     if body.vectors is not None:
-        _rectangular(body.vectors, "vectors")
-        queries = np.asarray(body.vectors, dtype=np.float32)
+        queries = _matrix(body.vectors, "vectors")
     elif col.multivector:
         queries = body.queries
     else:
