@@ -112,6 +112,7 @@ def load(port: int, requests, *, clients: int, seconds: float, headers: dict) ->
     """``clients`` threads send ``requests(client, i) -> (kind, path, body bytes)`` until the deadline (or the
     per-client cap); each response must be a 200 with a JSON body. Returns counts, req/s and latency percentiles."""
     records: list[list] = [[] for _ in range(clients)]
+    samples: dict = {}  # the first body of each failing status, to say what went wrong
     start = time.perf_counter()
     deadline = start + seconds
     headers = {"Content-Type": "application/json", **headers}
@@ -129,6 +130,8 @@ def load(port: int, requests, *, clients: int, seconds: float, headers: dict) ->
                 payload = response.read()
                 ok = response.status == 200 and bool(json.loads(payload))
                 status = response.status
+                if not ok:
+                    samples.setdefault(status, payload[:500].decode(errors="replace"))
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 ok, status = False, type(exc).__name__
                 conn.close()
@@ -146,7 +149,8 @@ def load(port: int, requests, *, clients: int, seconds: float, headers: dict) ->
     latency = np.array([r[1] for r in flat]) * 1000
     errors = [r[3] for r in flat if not r[2]]
     out = {"requests": len(flat), "seconds": elapsed, "requests_per_s": len(flat) / elapsed, "errors": len(errors),
-           "error_kinds": sorted({str(e) for e in errors}), "p50_ms": float(np.percentile(latency, 50)),
+           "error_kinds": sorted({str(e) for e in errors}), "error_samples": {str(k): v for k, v in samples.items()},
+           "p50_ms": float(np.percentile(latency, 50)),
            "p99_ms": float(np.percentile(latency, 99))}
     for kind in sorted({r[0] for r in flat}):
         lat = np.array([r[1] for r in flat if r[0] == kind]) * 1000
@@ -202,12 +206,25 @@ def build_collection(data: Path, encoder) -> None:
     marker.write_text("ok\n")
 
 
-def schemathesis_failures(port: int, report: Path) -> dict:
+def schemathesis_failures(folder: Path) -> dict:
+    """The schemathesis CLI against a server of its own (fresh data folder, one collection ``fuzz`` that every
+    generated path names): the coverage and fuzzing phases, every check but positive_data_acceptance."""
+    data, report, config = folder / "data", folder / "junit.xml", folder / "schemathesis.toml"
+    config.write_text('[parameters]\n"path.name" = "fuzz"\n')
+    with embedlab_server("embedlab-schemathesis", data) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        conn.request("POST", "/v1/collections", json.dumps({"name": "fuzz", "dim": 384, "index": "flat"}),
+                     {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+        assert conn.getresponse().status == 201
+        return _schemathesis(srv.port, report, config)
+
+
+def _schemathesis(port: int, report: Path, config: Path) -> dict:
     exe = Path(sys.executable).parent / "schemathesis"
-    argv = [str(exe), "run", f"http://127.0.0.1:{port}/openapi.json", "--max-examples", "25", "--seed", "1",
+    argv = [str(exe), "--config-file", str(config), "run", f"http://127.0.0.1:{port}/openapi.json", "--max-examples", "25", "--seed", "1",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance", "-H", f"Authorization: Bearer {KEY}",
             "--report", "junit", "--report-junit-path", str(report), "--phases", "examples,coverage,fuzzing"]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=1200, cwd=report.parent)
     import xml.etree.ElementTree as ET
 
     root = ET.parse(report).getroot()
@@ -247,15 +264,15 @@ def main() -> None:
         results["torch"] = load(srv.port, embed_requests(texts, model), seconds=args.compare_duration, **run)
         print("torch, batching on:", json.dumps(results["torch"]))
         ours = fetch_vectors(srv.port, sample, model, "/v1/embeddings", auth)
-        with tempfile.TemporaryDirectory() as tmp:
-            results["schemathesis"] = schemathesis_failures(srv.port, Path(tmp) / "junit.xml")
-        print("schemathesis:", results["schemathesis"])
     with embedlab_server("embedlab-torch-unbatched", data, "--model", f"{model}=default", "--no-batching") as srv:
         results["unbatched"] = load(srv.port, embed_requests(texts, model), seconds=args.compare_duration, **run)
         print("torch, batching off:", json.dumps(results["unbatched"]))
     with embedlab_server("embedlab-onnx-int8", data, "--model", f"{model}=default,backend=onnx,precision=int8") as srv:
         results["int8"] = load(srv.port, embed_requests(texts, model), seconds=args.compare_duration, **run)
         print("onnx int8:", json.dumps(results["int8"]))
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        results["schemathesis"] = schemathesis_failures(Path(tmp))
+    print("schemathesis:", results["schemathesis"])
     infinity_argv = [str(infinity), "v2", "--model-id", folder, "--engine", "torch", "--device", "cpu",
                      "--host", "127.0.0.1", "--no-model-warmup"]
     with Server("infinity", infinity_argv, "/health", env={"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedlab.models import Encoder
-from embedlab.models.encoder import length_groups
+from embedlab.models.batching import length_groups
 
 TEXTS = ["a", "the dog runs in the park every single morning before the sun rises over the hills", "hello world",
          "cat", "a big old house with a red door and a small garden behind it", "tree", "we", "blue green"]
@@ -68,3 +68,38 @@ def test_grouped_forward_equals_one_padded_pass_with_its_gradients(encoder):
     mask = features["attention_mask"].bool()
     torch.testing.assert_close(tokens[mask], hidden[mask], atol=2e-5, rtol=1e-4)
     assert tokens.shape == hidden.shape
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=7), st.integers(0, 50), st.integers(1, 120))
+def test_a_token_cap_bounds_every_group_and_the_split_stays_optimal(lengths, cost, cap):
+    groups = length_groups(lengths, max(lengths), cost=cost, max_tokens=cap)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= cap for g in groups)
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    feasible = []
+    for cuts in itertools.product([False, True], repeat=len(order) - 1):
+        split, cur = [], [order[0]]
+        for cut, i in zip(cuts, order[1:]):
+            if cut:
+                split.append(cur)
+                cur = []
+            cur.append(i)
+        split.append(cur)
+        if all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= cap for g in split):
+            feasible.append(_cost(lengths, split, cost))
+    assert _cost(lengths, groups, cost) == min(feasible)
+
+
+def test_token_budget_batches_follow_the_length_groups(encoder):
+    from embedlab.models.batching import token_batches
+
+    texts = ["a"] * 6 + ["a long text " * 12] * 2
+    batches = list(token_batches(encoder.tokenizer, texts, max_length=256, batch_size=None, max_tokens=4096,
+                                 owner="test"))
+    assert sorted(len(rows) for rows, _ in batches) == [2, 6]  # not one batch padded to the long rows
+    assert sorted(r for rows, _ in batches for r in rows.tolist()) == list(range(8))
+    import numpy as np
+
+    np.testing.assert_allclose(encoder.encode(texts, batch_size=None, max_tokens=4096),
+                               encoder.encode(texts, batch_size=64), atol=1e-5)

@@ -27,7 +27,7 @@ def serve_cmd(
                                  "answers 400."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Dynamic batching of concurrent requests."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Tokens per micro-batch."),
-    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0, help="Longest wait for company in a batch."),
+    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0, help="Wait for company in a batch (only under concurrency)."),
     max_queue_tokens: int = typer.Option(262_144, "--max-queue-tokens", min=1, help="Tokens that may wait (then 503)."),
     max_inputs: int = typer.Option(2048, "--max-inputs", min=1, help="Texts, ids or queries per request (then 413)."),
     max_in_flight: int = typer.Option(512, "--max-in-flight", min=1, help="Requests at once (then 503)."),
@@ -67,4 +67,8 @@ def serve_cmd(
         log.warning("no API keys configured: serving on loopback (%s) only, without authentication", host)
     log.info("models: %s; collections: %s", ", ".join(f"{n} ({s.backend}/{s.precision})" for n, s in models.items()),
              app.state.server.store.names())
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the models' objects leave the collector's view: no 100 ms full collections under load
     uvicorn.run(app, host=host, port=port, log_level="info", http="httptools", access_log=False)

@@ -1,9 +1,10 @@
 """Length-sorted, token-budget batches: texts in, padded model inputs (int64 arrays ``[b, t]``) out.
 
 Texts are sorted by character length, tokenised a chunk at a time (never the whole corpus at once),
-re-sorted by token count inside the chunk, and cut greedily into batches of at most ``batch_size``
-rows and ``max_tokens`` padded tokens (rows x the batch's longest row, which is its first row). Short
-texts share big batches and long ones small ones, so padding stays small.
+re-sorted by token count inside the chunk, and cut into batches of at most ``batch_size`` rows and
+``max_tokens`` padded tokens (rows x the batch's longest row): greedily when ``batch_size`` is given, and by
+:func:`length_groups` (the split with the fewest padded tokens plus a fixed cost per forward call) when only
+``max_tokens`` bounds them. Short texts share big batches and long ones small ones, so padding stays small.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from embedlab.params import check_int
 
 CHUNK_BATCHES = 16  # texts are tokenised this many batches at a time: bounded memory, one tokenizer pass
 CHUNK_TEXTS = 4096  # ... and at least this many texts, so token-budget batches can grow past batch_size
+GROUP_COST = 64  # padded tokens one more forward call is worth (its fixed cost on CPU), for length groups
 
 Batch = tuple[np.ndarray, dict[str, np.ndarray]]
 """``(rows, features)``: the input positions of the batch (int64 ``[b]``) and its padded inputs (int64 ``[b, t]``)."""
@@ -54,7 +56,6 @@ def _batches(tokenizer, texts: list[str], max_length: int, batch_size: int | Non
     order = np.argsort([-len(t) for t in texts], kind="stable")
     pad_id = tokenizer.pad_token_id or 0
     left = getattr(tokenizer, "padding_side", "right") == "left"
-    rows_cap = batch_size or len(texts)
     chunk = max(CHUNK_TEXTS, (batch_size or 0) * CHUNK_BATCHES)
     for start in range(0, len(texts), chunk):
         rows_chunk = order[start : start + chunk]
@@ -65,18 +66,57 @@ def _batches(tokenizer, texts: list[str], max_length: int, batch_size: int | Non
             if n:
                 on_truncated(n)
         lengths = np.array([len(ids) for ids in enc["input_ids"]])
-        by_len = np.argsort(-lengths, kind="stable")
-        b = 0
-        while b < len(by_len):
-            width = int(lengths[by_len[b]])
-            n = rows_cap if max_tokens is None else max(1, min(rows_cap, max_tokens // max(width, 1)))
-            sel = by_len[b : b + n]
-            b += len(sel)
+        for sel in _cut(lengths, batch_size, max_tokens):
+            width = int(lengths[sel].max())
             features = {}
             for key, values in enc.items():
                 fill = pad_id if key == "input_ids" else (1 if key == "special_tokens_mask" else 0)
                 features[key] = _pad([values[i] for i in sel], width, fill, left)
             yield rows_chunk[sel], features
+
+
+def _cut(lengths: np.ndarray, batch_size: int | None, max_tokens: int | None) -> list[np.ndarray]:
+    """Row indices of each batch: :func:`length_groups` under ``max_tokens`` when only that bounds the batches,
+    else greedy from the longest row."""
+    if batch_size is None:
+        return [np.asarray(g) for g in length_groups(lengths, int(lengths.max()), max_tokens=max_tokens)]
+    by_len = np.argsort(-lengths, kind="stable")
+    out, b = [], 0
+    while b < len(by_len):
+        width = max(int(lengths[by_len[b]]), 1)
+        n = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // width))
+        out.append(by_len[b : b + n])
+        b += n
+    return out
+
+
+def length_groups(lengths: Sequence[int], width: int, *, cost: int = GROUP_COST,
+                  max_tokens: int | None = None) -> list[list[int]]:
+    """Rows (by index) cut into groups of similar length that minimise the padded tokens of running each group
+    apart, ``sum(len(group) * longest row in it)``, plus ``cost`` per group; exact (dynamic programming over the
+    rows sorted by length), groups in ascending length, each in ascending length. ``max_tokens`` caps a group's
+    padded tokens (a row longer than the cap runs alone). One group ``[0, 1, ...]`` when nothing beats a single
+    pass over ``width`` columns (and the cap allows it)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    sorted_len = np.asarray(lengths, dtype=np.int64)[order]
+    n = len(order)
+    best = np.zeros(n + 1)  # best[j]: the cheapest split of the j shortest rows
+    start = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):  # the last group is rows i..j-1 (sorted), its width the length of row j-1
+        i = np.arange(j)
+        padded = (j - i) * sorted_len[j - 1]
+        total = best[:j] + padded + cost
+        if max_tokens is not None:
+            total[(padded > max_tokens) & (i < j - 1)] = np.inf
+        start[j] = int(np.argmin(total))
+        best[j] = total[start[j]]
+    if best[n] >= n * width + cost and (max_tokens is None or n * width <= max_tokens):
+        return [list(range(n))]
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[start[j]:j].tolist())
+        j = start[j]
+    return groups[::-1]
 
 
 def _pad(rows: list[list[int]], width: int, fill: int, left: bool) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 
 from embedlab.errors import ConflictError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
-from embedlab.models.batching import Batch, token_batches
+from embedlab.models.batching import Batch, length_groups, token_batches
 from embedlab.models.folder import (
     folder_head,
     load_pretrained,
@@ -42,7 +42,6 @@ from embedlab.params import check_choice, check_int
 from embedlab.types import Embeddings, MultiVectors, ProgressCallback, report_progress
 
 _SHOW_PROGRESS_FROM = 2048  # texts; below this no bar unless asked
-GROUP_COST = 64  # padded tokens one more forward call is worth (its fixed cost on CPU), for length groups
 
 
 class Encoder:
@@ -509,29 +508,6 @@ class Encoder:
             if self.token_projection is not None:
                 write_token_projection(tmp, self.token_projection)
         return path
-
-
-def length_groups(lengths: Sequence[int], width: int, *, cost: int = GROUP_COST) -> list[list[int]]:
-    """Rows (by index) cut into groups of similar length that minimise the padded tokens of running each group
-    apart, ``sum(len(group) * longest row in it)``, plus ``cost`` per group; exact (dynamic programming over the
-    rows sorted by length). One group ``[0, 1, ...]`` when nothing beats a single pass over ``width`` columns."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    sorted_len = np.asarray(lengths, dtype=np.int64)[order]
-    n = len(order)
-    best = np.zeros(n + 1)  # best[j]: the cheapest split of the j shortest rows
-    start = np.zeros(n + 1, dtype=np.int64)
-    for j in range(1, n + 1):  # the last group is rows i..j-1 (sorted), its width the length of row j-1
-        i = np.arange(j)
-        total = best[:j] + (j - i) * sorted_len[j - 1] + cost
-        start[j] = int(np.argmin(total))
-        best[j] = total[start[j]]
-    if best[n] >= n * width + cost:
-        return [list(range(n))]
-    groups, j = [], n
-    while j > 0:
-        groups.append(order[start[j]:j].tolist())
-        j = start[j]
-    return groups[::-1]
 
 
 # ---------------------------------------------------------------- one loader per runtime

@@ -7,6 +7,7 @@ page. Needs the ``serve`` extra (``pip install 'embedlab[serve]'``).
 
 try:
     import fastapi  # noqa: F401
+    import orjson  # noqa: F401
     import prometheus_client  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra

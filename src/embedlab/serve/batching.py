@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests for one model share forward passes.
 
-Each request's texts wait in a per-model queue. A worker task takes the queue's head, waits at most
-``wait_s`` for company when the queue holds fewer than ``batch_tokens`` tokens (under load the queue fills
-while the previous batch runs, so nobody waits), takes whole requests up to ``batch_tokens`` tokens and runs
-them as one call on the model's single worker thread, off the event loop. The queue is bounded by tokens:
+Each request's texts wait in a per-model queue. A worker task takes the queue's head and, when the last batch
+held more than one request (so company is likely) and fewer than ``batch_tokens`` tokens wait, waits ``wait_s``
+for more: the clients whose answers just left are back within that window and share the next pass instead of
+waiting for the one after it, while a lone client never waits. It then takes whole requests up to
+``batch_tokens`` tokens and runs them as one call on the model's single worker thread, off the event loop. The queue is bounded by tokens:
 a request that would overflow it is refused at once (:class:`Overloaded`, answered 503 with ``Retry-After``),
 and a request whose caller gives up (timeout, disconnect) leaves the queue before it costs a forward pass.
 
@@ -54,6 +55,7 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._last = 0  # requests in the last batch
 
     async def encode(self, texts: list[str], tokens: int) -> np.ndarray:
         """The vectors of ``texts`` (``tokens``: their token count, which the queue bound counts)."""
@@ -101,9 +103,10 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.enabled and self.wait_s > 0 and self.queued_tokens < self.batch_tokens:
-                await asyncio.sleep(self.wait_s)  # bounded wait for company
+            if self.enabled and self.wait_s > 0 and self._last > 1 and self.queued_tokens < self.batch_tokens:
+                await asyncio.sleep(self.wait_s)  # company is likely (the last batch had some): wait for it
             batch = [r for r in self._take() if not r.future.done()]
+            self._last = len(batch)
             if not batch:
                 continue
             texts = [t for r in batch for t in r.texts]

@@ -50,7 +50,7 @@ class Server:
         self.store.close()
 
 
-def server(request: Request) -> Server:
+async def server(request: Request) -> Server:  # async: a sync dependency would hop to a thread per request
     return request.app.state.server
 
 

@@ -62,7 +62,7 @@ class Settings:
     model's limit and reports them in the response, ``"error"`` answers 400.
 
     Dynamic batching: requests queue per model and are gathered into micro-batches of at most ``batch_tokens``
-    tokens, waiting at most ``batch_wait_ms`` for more once the first has arrived (``batching=False``: one request
+    tokens, waiting ``batch_wait_ms`` for more once the first has arrived when the last batch had company (``batching=False``: one request
     per forward pass); at most ``max_queue_tokens`` tokens may wait (else 503 with ``Retry-After``);
     ``timeout_s``: the longest an encoding or search may wait and run (504).
     """

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from embedlab.errors import InvalidInputError
 from embedlab.serve.context import READ, Server, awaiting, server
@@ -78,8 +79,10 @@ async def create_embeddings(body: EmbeddingRequest, request: Request, srv: Serve
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         items = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
     else:
-        items = vectors.tolist()
+        items = list(vectors)  # orjson writes numpy rows natively
     data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)]
-    # a JSONResponse directly: the payload is built from plain lists, so FastAPI's encoder pass is skipped
-    return JSONResponse({"object": "list", "data": data, "model": model.name,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}, "truncated": truncated})
+    # serialised here by orjson (numpy rows natively, float32 in its shortest form; ~10x json.dumps), skipping
+    # FastAPI's encoder pass; the response_model above documents the same shape
+    payload = {"object": "list", "data": data, "model": model.name,
+               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}, "truncated": truncated}
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
