@@ -4,13 +4,11 @@ under the request's timeout while watching for the client to leave."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from embedlab.errors import InvalidInputError
 from embedlab.serve.auth import ApiKey, find_key
 from embedlab.serve.batching import Overloaded
 from embedlab.serve.errors import ApiError, not_found
@@ -18,9 +16,6 @@ from embedlab.serve.metrics import Metrics
 from embedlab.serve.models import ServedModel
 from embedlab.serve.settings import Settings
 from embedlab.serve.store import Store
-
-log = logging.getLogger("embedlab.serve")
-
 
 class Server:
     """The state of one app (``app.state.server``): settings, metrics, models, collections."""
@@ -34,7 +29,7 @@ class Server:
             return self.models[self.settings.default_model]
         if name not in self.models:
             raise not_found(f"model must be one of the served models {sorted(self.models)}, got {name!r}. "
-                                "GET /v1/models lists them.", param)
+                            "GET /v1/models lists them.", param)
         return self.models[name]
 
     def check_count(self, n: int, what: str) -> None:

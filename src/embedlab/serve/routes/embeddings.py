@@ -19,7 +19,7 @@ router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/models", response_model=ModelList, dependencies=[READ])
-def list_models(srv: Server = Depends(server)) -> dict:
+async def list_models(srv: Server = Depends(server)) -> dict:
     return {"object": "list", "data": [m.card() for m in srv.models.values()]}
 
 

@@ -16,12 +16,12 @@ router = APIRouter()
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> dict:
+async def healthz() -> dict:
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=Health, responses={503: ERROR_RESPONSES[503]})
-def readyz(srv: Server = Depends(server)):
+async def readyz(srv: Server = Depends(server)):
     state = {"models": sorted(srv.models), "collections": len(srv.store.names())}
     if not srv.ready:
         return JSONResponse({"error": {"type": "overloaded", "message": "the server is shutting down", "param": None}},
@@ -30,7 +30,7 @@ def readyz(srv: Server = Depends(server)):
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(srv: Server = Depends(server)) -> Response:
+async def metrics(srv: Server = Depends(server)) -> Response:
     payload, content_type = srv.metrics.render()
     return Response(payload, media_type=content_type)
 
