@@ -1,0 +1,92 @@
+"""Streamed, resumable corpus encoding: a corpus in (:mod:`.corpus`), Parquet shards and a manifest out
+(:mod:`.shards`).
+
+The corpus is read in order, ``shard_size`` records at a time; each shard is encoded, written whole and entered in
+the manifest before the next one is read, so memory holds one shard whatever the corpus size, and a killed run
+resumes at the first unfinished shard (the finished ones are skipped, their records only re-read to keep the
+order and the duplicate-id check). ``ray=`` runs the same pipeline on Ray Data (:mod:`.ray_encode`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Iterator
+
+from embedlab.params import check_int
+from embedlab.scale import shards
+from embedlab.scale.corpus import Record, corpus_files, read_corpus
+from embedlab.types import ProgressCallback, report_progress
+
+
+def model_identity(encoder) -> dict:
+    """What a shard folder records of its model (its fingerprint refuses vectors of another)."""
+    return {"fingerprint": encoder.fingerprint, "dim": int(encoder.dim), "source": str(encoder.source),
+            "backend": str(encoder.backend.value), "precision": str(encoder.precision.value)}
+
+
+def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    while chunk := list(itertools.islice(records, size)):
+        yield chunk
+
+
+def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: int = 4096, batch_size: int = 64,
+                  ray: Any = None, progress: ProgressCallback | None = None, show_progress: bool | None = None) -> dict:
+    """Encode the corpus at ``corpus`` into shards under ``out``, resuming a run that stopped; returns
+    ``{"shards", "encoded_shards", "skipped_shards", "rows", "dim", "out"}``.
+
+    ``ray``: ``None`` (in-process), ``"local"`` (start a local Ray cluster) or a Ray address; ``progress(done_rows,
+    -1)`` is called after each shard and may return ``False`` to cancel (:class:`CancelledError`; finished shards
+    stay finished)."""
+    owner = "encode_corpus"
+    check_int(shard_size, owner, "shard_size")
+    out = Path(out)
+    files = corpus_files(corpus)
+    manifest = shards.open_output(out, model=model_identity(encoder), source=shards.source_signature(files),
+                                  shard_size=shard_size)
+    done = {entry["index"] for entry in manifest["shards"]}
+    pending = ((i, chunk) for i, chunk in enumerate(chunked(read_corpus(corpus), shard_size)))
+    if ray is not None:
+        from embedlab.scale.ray_encode import RayEncoder
+
+        runner = RayEncoder(encoder, ray, batch_size=batch_size)
+    else:
+        runner = None
+    bar = None
+    if show_progress or show_progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="encode corpus", unit="text", disable=show_progress is None and not _tty())
+    encoded = skipped = rows = 0
+    try:
+        for index, chunk in pending:
+            rows += len(chunk)
+            if index in done:
+                skipped += 1
+            else:
+                texts = [r.text for r in chunk]
+                vectors = (runner.encode(texts) if runner is not None
+                           else encoder.encode(texts, batch_size=batch_size, show_progress=False))
+                entry = shards.write_shard(out, index, [r.id for r in chunk], vectors, [r.metadata for r in chunk])
+                manifest["shards"].append(entry)
+                shards.write_manifest(out, manifest)  # the shard exists before the manifest names it
+                encoded += 1
+            if bar is not None:
+                bar.update(len(chunk))
+            report_progress(progress, rows, -1)
+        manifest["complete"] = True
+        manifest["rows"] = rows
+        shards.write_manifest(out, manifest)
+    finally:
+        if bar is not None:
+            bar.close()
+        if runner is not None:
+            runner.close()
+    return {"shards": len(manifest["shards"]), "encoded_shards": encoded, "skipped_shards": skipped, "rows": rows,
+            "dim": int(encoder.dim), "out": str(out)}
+
+
+def _tty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
