@@ -61,3 +61,15 @@ def test_the_console_entry_point_runs_as_a_process():
     out = subprocess.run([sys.executable, "-m", "embedlab.cli", "eval", "sts", "--data", "/nonexistent.csv"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: load_sts:")
+
+
+def test_encode_corpus_writes_resumable_shards(cli, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"document number {i}"}) + "\n" for i in range(7)))
+    out = cli("encode", "--corpus", corpus, "--out", tmp_path / "shards", "--shard-size", "3", "--format", "json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["encoded_shards"] == 3
+    again = cli("encode", "--corpus", corpus, "--out", tmp_path / "shards", "--shard-size", "3", "--format", "json")
+    assert json.loads(again.stdout)["skipped_shards"] == 3 and json.loads(again.stdout)["encoded_shards"] == 0
+    bad = cli("encode", "--corpus", corpus)
+    assert bad.exit_code == 2 and "--corpus needs --out DIR" in bad.stderr

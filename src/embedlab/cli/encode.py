@@ -15,8 +15,15 @@ from embedlab.errors import DataFormatError, InvalidInputError
 
 
 def encode(
-    input: Path = typer.Argument(..., help="Text file, one text per line, or JSON lines with a 'text' field."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the float32 (n, d) .npy array."),
+    input: Optional[Path] = typer.Argument(None, help="Text file, one text per line, or JSON lines with a 'text' "
+                                                    "field (or --corpus)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the float32 (n, d) .npy array."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="A corpus to encode as a stream (BEIR folder, JSON "
+                                          "lines or Parquet) into Parquet shards under --out; resumes a stopped run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Shard folder for --corpus."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="With --corpus: run on Ray Data ('local', or a cluster "
+                                      "address)."),
+    shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Records per shard (--corpus)."),
     model: Optional[str] = ModelOpt,
     batch_size: int = BatchOpt,
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prefix added to every text."),
@@ -28,9 +35,23 @@ def encode(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Padded-token budget per batch."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
-    """Encode texts into a .npy file."""
+    """Encode texts into a .npy file, or a whole corpus into resumable Parquet shards (--corpus, --out)."""
     import numpy as np
 
+    if corpus is not None:
+        if out is None or input is not None or output is not None:
+            raise InvalidInputError("embedlab encode: --corpus needs --out DIR and no INPUT / --output, got "
+                                    f"out={out}, input={input}, output={output}.")
+        from embedlab.scale import encode_corpus
+
+        encoder = load_encoder(model, backend=backend, precision=precision, threads=threads)
+        result = encode_corpus(encoder, corpus, out, shard_size=shard_size, batch_size=batch_size, ray=ray,
+                               show_progress=True)
+        emit(result, fmt, "encode")
+        return
+    if input is None or output is None:
+        raise InvalidInputError("embedlab encode: INPUT and --output are required (or --corpus and --out), got "
+                                f"input={input}, output={output}.")
     if not output.parent.is_dir():  # before the encode, not after it
         raise InvalidInputError(f"embedlab encode: --output must be in an existing folder, got {output} "
                                 f"({output.parent} does not exist). Create the folder first.")

@@ -4,7 +4,8 @@
 The corpus is read in order, ``shard_size`` records at a time; each shard is encoded, written whole and entered in
 the manifest before the next one is read, so memory holds one shard whatever the corpus size, and a killed run
 resumes at the first unfinished shard (the finished ones are skipped, their records only re-read to keep the
-order and the duplicate-id check). ``ray=`` runs the same pipeline on Ray Data (:mod:`.ray_encode`).
+order and the duplicate-id check). ``ray=`` runs the same pipeline on Ray Data (:mod:`.ray_encode`), a window of
+shards per Ray Data pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Iterator
 
 from embedlab.params import check_int
 from embedlab.scale import shards
-from embedlab.scale.corpus import Record, corpus_files, read_corpus
+from embedlab.scale.corpus import corpus_files, read_corpus
 from embedlab.types import ProgressCallback, report_progress
 
 
@@ -25,8 +26,8 @@ def model_identity(encoder) -> dict:
             "backend": str(encoder.backend.value), "precision": str(encoder.precision.value)}
 
 
-def chunked(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    while chunk := list(itertools.islice(records, size)):
+def chunked(items: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(items, size)):
         yield chunk
 
 
@@ -59,21 +60,26 @@ def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: i
         bar = tqdm(desc="encode corpus", unit="text", disable=show_progress is None and not _tty())
     encoded = skipped = rows = 0
     try:
-        for index, chunk in pending:
-            rows += len(chunk)
-            if index in done:
-                skipped += 1
-            else:
-                texts = [r.text for r in chunk]
+        for group in chunked(pending, 1 if runner is None else runner.window):  # shards encoded in one call
+            todo = [(index, chunk) for index, chunk in group if index not in done]
+            skipped += len(group) - len(todo)
+            if todo:
+                texts = [r.text for _, chunk in todo for r in chunk]
                 vectors = (runner.encode(texts) if runner is not None
                            else encoder.encode(texts, batch_size=batch_size, show_progress=False))
-                entry = shards.write_shard(out, index, [r.id for r in chunk], vectors, [r.metadata for r in chunk])
-                manifest["shards"].append(entry)
-                shards.write_manifest(out, manifest)  # the shard exists before the manifest names it
-                encoded += 1
-            if bar is not None:
-                bar.update(len(chunk))
-            report_progress(progress, rows, -1)
+                start = 0
+                for index, chunk in todo:
+                    part = vectors[start : start + len(chunk)]
+                    start += len(chunk)
+                    entry = shards.write_shard(out, index, [r.id for r in chunk], part, [r.metadata for r in chunk])
+                    manifest["shards"].append(entry)
+                    shards.write_manifest(out, manifest)  # the shard exists before the manifest names it
+                    encoded += 1
+            for _, chunk in group:
+                rows += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                report_progress(progress, rows, -1)
         manifest["complete"] = True
         manifest["rows"] = rows
         shards.write_manifest(out, manifest)
