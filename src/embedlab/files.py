@@ -1,4 +1,4 @@
-"""The one atomic write: write aside, fsync, rename into place, fsync the folder.
+"""The one atomic write: write aside, fsync, rename into place, fsync the folder; and the one JSON-lines reader.
 
 A reader sees either the old file (or folder) or the new one, never half of either, and a crash at any
 moment leaves one of the two on disk.
@@ -76,3 +76,24 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file, streamed; a line that is not a JSON
+    object raises :class:`~embedlab.errors.DataFormatError` naming the file and line."""
+    import json
+
+    from embedlab.errors import DataFormatError
+
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: expected one JSON object per line, got invalid JSON "
+                                      f"({exc.msg}).") from None
+            if not isinstance(row, dict):
+                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
+            yield lineno, row

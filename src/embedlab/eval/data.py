@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedlab.files import iter_jsonl
 from embedlab.errors import DataFormatError, InvalidInputError
 
 Qrels = dict[str, dict[str, int]]
@@ -52,20 +52,7 @@ class BeirDataset:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: expected one JSON object per line, got invalid JSON ({exc.msg}).") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
-            row["__line__"] = lineno
-            rows.append(row)
-    return rows
+    return [{**row, "__line__": lineno} for lineno, row in iter_jsonl(path)]
 
 
 def _need(row: dict, key: str, path: Path, kind=str):

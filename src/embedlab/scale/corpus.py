@@ -9,12 +9,12 @@ a text, or an id seen before, is a :class:`~embedlab.errors.DataFormatError` nam
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from embedlab.errors import DataFormatError
+from embedlab.files import iter_jsonl
 
 ID_FIELDS = ("_id", "id")
 
@@ -75,18 +75,7 @@ def _record(row: dict, file: Path, where: str) -> Record:
 
 
 def _jsonl_rows(file: Path) -> Iterator[tuple[str, dict]]:
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{file}:{lineno}: expected one JSON object per line, got invalid JSON "
-                                      f"({exc.msg}).") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{file}:{lineno}: expected a JSON object, got {type(row).__name__}.")
-            yield str(lineno), row
+    return ((str(lineno), row) for lineno, row in iter_jsonl(file))
 
 
 def _parquet_rows(file: Path, batch_rows: int = 4096) -> Iterator[tuple[str, dict]]:

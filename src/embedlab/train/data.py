@@ -27,6 +27,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from embedlab.errors import DataFormatError, InvalidInputError
+from embedlab.files import iter_jsonl
 from embedlab.params import check_choice, check_int
 
 CONTRASTIVE = ("anchor", "positive", "negative")
@@ -85,31 +86,21 @@ class PairDataset:
             raise DataFormatError(f"PairDataset.from_jsonl: path must be a JSON-lines file, got {str(path)!r} "
                                   "(no such file). Check the path.")
         kind, columns, width = None, None, None
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{where}: expected one JSON object per line, got invalid JSON "
-                                          f"({exc.msg}).") from None
-                if not isinstance(row, dict):
-                    raise DataFormatError(f"{where}: expected a JSON object, got {type(row).__name__}.")
-                row_kind, values = _parse_row(row, where)
-                if kind is None:
-                    kind, columns = row_kind, {name: [] for name in values}
-                    width = len(values.get("negative", ()))
-                elif row_kind != kind:
-                    raise DataFormatError(f"{where}: every row must be {kind} like the first, got a {row_kind} row "
-                                          f"(fields {sorted(row)}). Split the file into one file per kind.")
-                if kind == "contrastive" and len(values.get("negative", ())) != width:
-                    raise DataFormatError(f"{where}: every row must have the same number of negatives, got "
-                                          f"{len(values.get('negative', ()))} after {width} on the first row. "
-                                          "Pad or trim the hard negatives to one count.")
-                for name, value in values.items():
-                    columns[name].append(value)
+        for lineno, row in iter_jsonl(path):
+            where = f"{path}:{lineno}"
+            row_kind, values = _parse_row(row, where)
+            if kind is None:
+                kind, columns = row_kind, {name: [] for name in values}
+                width = len(values.get("negative", ()))
+            elif row_kind != kind:
+                raise DataFormatError(f"{where}: every row must be {kind} like the first, got a {row_kind} row "
+                                      f"(fields {sorted(row)}). Split the file into one file per kind.")
+            if kind == "contrastive" and len(values.get("negative", ())) != width:
+                raise DataFormatError(f"{where}: every row must have the same number of negatives, got "
+                                      f"{len(values.get('negative', ()))} after {width} on the first row. "
+                                      "Pad or trim the hard negatives to one count.")
+            for name, value in values.items():
+                columns[name].append(value)
         if columns is None:
             raise InvalidInputError(f"PairDataset.from_jsonl: path must hold at least one row, got {str(path)!r} "
                                     "with none. Check the file.")
