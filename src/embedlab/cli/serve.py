@@ -50,8 +50,7 @@ def serve_cmd(
     settings = Settings(data=data, models=models, keys=keys, truncate=truncate, batching=batching,
                         batch_tokens=batch_tokens, batch_wait_ms=batch_wait_ms, max_queue_tokens=max_queue_tokens,
                         max_inputs=max_inputs, max_in_flight=max_in_flight, max_body_bytes=int(max_body_mb * 2**20),
-                        timeout_s=timeout,
-                        threads=threads)
+                        timeout_s=timeout, threads=threads)
     app = create_app(settings)
     if openapi is not None:
         openapi.write_text(json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n")

@@ -4,7 +4,6 @@ module-level state — two apps in one process share nothing. Run it with uvicor
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from typing import Mapping
 
@@ -12,7 +11,7 @@ from fastapi import FastAPI
 
 from embedlab import __version__
 from embedlab.serve.context import Server
-from embedlab.serve.errors import HANDLERS
+from embedlab.serve import errors
 from embedlab.serve.metrics import Metrics, MetricsMiddleware
 from embedlab.serve.models import ServedModel, load_encoder
 from embedlab.serve.routes import collections, embeddings, health
@@ -35,7 +34,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if declared.isdigit() and int(declared) > self.limit:
-                return await self._refuse(send, f"got {int(declared)}")
+                return await self._refuse(scope, receive, send, f"got {int(declared)}")
             return await self.app(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
@@ -46,7 +45,7 @@ class BodyLimit:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.limit:
-                return await self._refuse(send, "got more")
+                return await self._refuse(scope, receive, send, "got more")
         replayed = False
 
         async def replay():
@@ -58,12 +57,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send, got: str) -> None:
+    async def _refuse(self, scope, receive, send, got: str) -> None:
         self.metrics.rejected.labels("body").inc()
-        error = {"type": "request_too_large", "param": None,
-                 "message": f"the request body must be at most {self.limit} bytes, {got}. Split the request."}
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": json.dumps({"error": error}).encode()})
+        message = f"the request body must be at most {self.limit} bytes, {got}. Split the request."
+        await errors.body(413, "request_too_large", message)(scope, receive, send)
 
 
 class InFlightLimit:
@@ -81,12 +78,8 @@ class InFlightLimit:
             return await self.app(scope, receive, send)
         if self.active >= self.limit:
             self.metrics.rejected.labels("in_flight").inc()
-            error = {"type": "overloaded", "param": None,
-                     "message": f"the server has {self.active} requests in flight (its limit); retry shortly."}
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
-            await send({"type": "http.response.body", "body": json.dumps({"error": error}).encode()})
-            return
+            message = f"the server has {self.active} requests in flight (its limit); retry shortly."
+            return await errors.body(503, "overloaded", message, headers={"Retry-After": "1"})(scope, receive, send)
         self.active += 1
         try:
             await self.app(scope, receive, send)
@@ -114,7 +107,7 @@ def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = No
     app = FastAPI(title="embedlab", version=__version__, lifespan=lifespan,
                   description="Embeddings (OpenAI-compatible), collections and filtered search over HTTP.")
     app.state.server = srv
-    for exc, handler in HANDLERS.items():
+    for exc, handler in errors.HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.include_router(embeddings.router)
     app.include_router(collections.router)

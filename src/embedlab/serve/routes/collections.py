@@ -153,16 +153,15 @@ async def search(body: SearchRequest, request: Request, name: str = NamePath, sr
                    include=("text", "metadata"))
     if body.vectors is not None:
         queries = _matrix(body.vectors, "vectors")
-    elif col.multivector:
-        queries = body.queries
+        work = run_in_threadpool(lambda: col.search(queries, **options))
+    elif col.multivector:  # the layer encodes the queries' token vectors, on the model's thread
+        model = _text_model(srv, col, name, "queries")
+        work = model.call(lambda: col.search(body.queries, **options))
     else:
         model = _text_model(srv, col, name, "queries")
         queries, _, _ = await embed_texts(request, srv, model, body.queries, prompt="query", what="queries")
-    if col.multivector and body.queries is not None:
-        model = _text_model(srv, col, name, "queries")
-        hits = await awaiting(request, model.call(lambda: col.search(queries, **options)), what="the search")
-    else:
-        hits = await awaiting(request, run_in_threadpool(lambda: col.search(queries, **options)), what="the search")
+        work = run_in_threadpool(lambda: col.search(queries, **options))
+    hits = await awaiting(request, work, what="the search")
     results = []
     for i in range(len(hits)):
         one = hits[i]
