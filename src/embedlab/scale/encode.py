@@ -11,6 +11,7 @@ shards per Ray Data pass.
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,11 +54,10 @@ def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: i
         runner = RayEncoder(encoder, ray, batch_size=batch_size)
     else:
         runner = None
-    bar = None
-    if show_progress or show_progress is None:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(desc="encode corpus", unit="text", disable=show_progress is None and not _tty())
+    shown = show_progress if show_progress is not None else sys.stderr.isatty()  # default: on a terminal
+    bar = tqdm(desc="encode corpus", unit="text", disable=not shown)
     encoded = skipped = rows = 0
     try:
         for group in chunked(pending, 1 if runner is None else runner.window):  # shards encoded in one call
@@ -78,15 +78,13 @@ def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: i
                 _release_free_memory()
             for _, chunk in group:
                 rows += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+                bar.update(len(chunk))
                 report_progress(progress, rows, -1)
         manifest["complete"] = True
         manifest["rows"] = rows
         shards.write_manifest(out, manifest)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if runner is not None:
             runner.close()
     return {"shards": len(manifest["shards"]), "encoded_shards": encoded, "skipped_shards": skipped, "rows": rows,
@@ -105,9 +103,3 @@ def _release_free_memory() -> None:
             ctypes.CDLL(name).malloc_trim(0)
         except (OSError, AttributeError):  # not glibc
             pass
-
-
-def _tty() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
