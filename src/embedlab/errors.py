@@ -46,3 +46,7 @@ class CancelledError(EmbedlabError, RuntimeError):
 
 class ConflictError(EmbedlabError, RuntimeError):
     """The operation conflicts with existing state (an id that exists, a lock held by another writer)."""
+
+
+class UnavailableError(EmbedlabError, ConnectionError):
+    """A service the call needs (a Milvus server, a Ray cluster) did not answer within its time limit."""

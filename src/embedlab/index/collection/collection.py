@@ -19,6 +19,7 @@ import numpy as np
 from embedlab.errors import ConflictError, DataFormatError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
 from embedlab.index.collection import integrity, leases, operations, storage
+from embedlab.index.collection.base import CollectionBase, encoder_spec, pad_hits
 from embedlab.index.collection.inputs import (
     MAX_K, MAX_RESULTS, METRICS, check_ef, check_ids, check_k, check_results, check_texts, check_vectors,
     prepare_vectors, warnings_at_caller)
@@ -36,7 +37,7 @@ CHECKPOINT_MIN_ROWS = 10_000  # re-save the ANN index once this many rows (or ha
 HEAL_MIN_ROWS = 1_000  # a writer open that replayed this many rows past the newest checkpoint writes a new one
 
 
-class Collection:
+class Collection(CollectionBase):
     """A folder on local disk: vectors + ids + metadata, searchable with filters; one writer, many readers.
 
     Create with :meth:`create`, reopen with :meth:`open`; use as a context manager or call :meth:`close`.
@@ -91,6 +92,7 @@ class Collection:
     @classmethod
     def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str | None = None,
                encoder: Any = None, schema: dict[str, str] | None = None, multivector: Any = False,
+               backend: str = "local", uri: str | None = None, name: str | None = None, timeout: float | None = None,
                **index_params: Any) -> "Collection":
         """Create an empty collection folder at ``path`` (which must not exist or be an empty folder).
 
@@ -102,16 +104,31 @@ class Collection:
         (undeclared fields are typed by their first value); ``multivector``: ``True`` or an options dict to store
         :class:`~embedlab.types.MultiVectors` (searched through fixed-dimensional encodings, re-ranked by exact
         MaxSim; see :mod:`embedlab.index.multivector.layer`). Returns the collection opened for writing.
+
+        ``backend="milvus"`` stores the items in Milvus instead, behind the same API
+        (:class:`~embedlab.index.collection.milvus.MilvusCollection`): ``uri`` is the Milvus server
+        (``None``: Milvus Lite embedded in the folder), ``name`` the Milvus collection (default from the folder
+        name), ``timeout`` the seconds any Milvus call may take (default 10).
         """
         owner = "Collection.create"
         folder = integrity.check_path(path, owner)
+        check_choice(backend, ("local", "milvus"), owner, "backend")
+        if backend == "milvus":
+            from embedlab.index.collection.milvus import MilvusCollection
+
+            return MilvusCollection.create(folder, dim=dim, metric=metric, index=index, encoder=encoder, schema=schema,
+                                           multivector=multivector, uri=uri, name=name, timeout=timeout,
+                                           index_params=index_params)
+        if uri is not None or name is not None or timeout is not None:
+            raise InvalidInputError(f"{owner}: uri, name and timeout are Milvus settings, got them with backend='local'. "
+                                    "Pass backend='milvus', or drop them.")
         if index is None:
             index = "flat" if index_params.get("codec") is not None else "hnsw"
         dim = check_int(dim, owner, "dim")
         check_choice(metric, METRICS, owner, "metric")
         params = kinds.check_params(index, index_params, owner, metric, dim)
         schema = MetadataTable.check_schema(schema, owner)
-        encoder_name, encoder_obj = _encoder_spec(encoder, dim, owner)
+        encoder_name, encoder_obj = encoder_spec(encoder, dim, owner)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ConflictError(
                 f"{owner}: path must not exist or be an empty folder, got existing {str(folder)!r}. "
@@ -141,15 +158,13 @@ class Collection:
         ``encoder`` overrides the model named in the manifest (same width required)."""
         folder = integrity.check_path(path, "Collection.open")
         manifest = storage.read_manifest(folder)
+        if manifest.get("backend") == "milvus":
+            from embedlab.index.collection.milvus import MilvusCollection
+
+            return MilvusCollection.open(folder, manifest, readonly=readonly, encoder=encoder)
         integrity.check_manifest(manifest, folder)
-        enc = _encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
+        enc = encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
         return cls(folder, manifest, readonly=readonly, encoder=enc)
-
-    def __enter__(self) -> "Collection":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.count()} items"
@@ -568,7 +583,7 @@ class Collection:
                 scores, rows = self._layer.rerank(q_payload, rows, work)
                 strategy = [s + "+rerank" for s in strategy]
             if work < want:
-                scores, rows = _pad(scores, rows, want)
+                scores, rows = pad_hits(scores, rows, want)
             if offset or min_score is not None:
                 scores, rows = operations.page(scores, rows, offset, min_score)
             payload = operations.payloads(rows, include, self._meta, self._db, self._vectors) if include else None
@@ -603,54 +618,6 @@ class Collection:
                     [p.strategy] * len(q))
         return planner.execute(p, self._index, self._vectors, q, k, self.metric, mask)
 
-    def _queries(self, queries: Any, owner: str) -> np.ndarray:
-        if isinstance(queries, (list, tuple)) and queries and all(isinstance(t, str) for t in queries):
-            queries = self._encode(list(queries), owner)
-        elif isinstance(queries, str):
-            raise InvalidInputError(f"{owner}: queries must be a list of texts or a float array [nq, {self.dim}], got a "
-                                    "single str. Wrap it in a list.")
-        arr = np.asarray(queries) if not isinstance(queries, np.ndarray) else queries
-        if arr.ndim == 1 and arr.shape[0] == self.dim and arr.dtype != object:
-            raise InvalidInputError(f"{owner}: queries must have shape (nq, {self.dim}), got {arr.shape}. "
-                                    "Use queries[None, :] for one query.")
-        nq = arr.shape[0] if arr.ndim >= 1 else 0
-        return prepare_vectors(check_vectors(arr, nq, self.dim, owner, "queries"), self.metric, owner, "queries")
-
-    def _encode(self, texts: list[str], owner: str) -> np.ndarray:
-        encoder = self._load_encoder(owner)
-        with warnings_at_caller():  # the truncation warning names the caller's line, not this file
-            return encoder.encode(texts)
-
-    def _load_encoder(self, owner: str):
-        if self._encoder_obj is None:
-            name = self._manifest.get("encoder")
-            if name is None:
-                raise InvalidInputError(
-                    f"{owner}: texts need the collection's encoder, got a collection created without one. Pass "
-                    "vectors, or create the collection with encoder=... (CLI: embedlab index --model), or open it with "
-                    "encoder=... (CLI: --model).")
-            from embedlab.models import Encoder
-
-            self._encoder_obj = Encoder.load(name)
-        return self._encoder_obj
-
-    @property
-    def encoder(self):
-        """The encoder for ``texts=`` (loaded on first use), or ``None`` when the collection has none."""
-        if self._encoder_obj is None and self._manifest.get("encoder") is not None:
-            self._load_encoder("Collection.encoder")
-        return self._encoder_obj
-
-    @property
-    def multivector(self) -> bool:
-        """Whether items are token vectors (searched by MaxSim), so ``texts=`` go through ``encode_tokens``."""
-        return self._layer is not None
-
-    @property
-    def encoder_name(self) -> str | None:
-        """The model the manifest names for ``texts=`` (a bundled name or a folder), without loading it."""
-        return self._manifest.get("encoder")
-
     @property
     def id_kind(self) -> str | None:
         """``"str"`` or ``"int"``: the kind of ids stored (``None`` before the first add)."""
@@ -662,31 +629,3 @@ class Collection:
         with self._mutex:
             self._begin("Collection.schema")
             return dict(self._meta.schema)
-
-
-def _pad(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores, rows)`` ``[nq, c]`` widened to ``[nq, k]`` with ``-inf`` / ``-1`` (``c <= k``)."""
-    out_s = np.full((len(scores), k), -np.inf, np.float32)
-    out_r = np.full((len(rows), k), -1, np.int64)
-    out_s[:, : scores.shape[1]], out_r[:, : rows.shape[1]] = scores, rows
-    return out_s, out_r
-
-
-def _encoder_spec(encoder: Any, dim: int, owner: str) -> tuple[str | None, Any]:
-    """``(name stored in the manifest, encoder object or None)`` after checking the encoder's width."""
-    if encoder is None:
-        return None, None
-    if isinstance(encoder, (str, os.PathLike)):
-        from embedlab.models import Encoder
-
-        name, obj = str(encoder), Encoder.load(encoder)
-    elif hasattr(encoder, "encode") and hasattr(encoder, "dim"):
-        name, obj = getattr(encoder, "source", None), encoder
-        if not name:
-            raise InvalidInputError(f"{owner}: encoder must have a source folder to store in the manifest, got {encoder!r}.")
-    else:
-        raise InvalidInputError(f"{owner}: encoder must be a model name, a folder or an Encoder, got {type(encoder).__name__}.")
-    if obj.dim != dim:
-        raise InvalidInputError(f"{owner}: encoder must produce dim={dim} vectors, got an encoder of width {obj.dim}. "
-                                "Create the collection with dim=encoder.dim.")
-    return name, obj

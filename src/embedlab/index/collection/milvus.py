@@ -1,0 +1,681 @@
+"""``MilvusCollection``: the :class:`~embedlab.index.collection.collection.Collection` API over Milvus.
+
+``Collection.create(path, dim=..., backend="milvus", uri=...)`` keeps a small local folder at ``path`` (its
+manifest: the Milvus address and collection name, dim, metric, index, the metadata schema, the encoder; and, for
+multi-vector collections, the token store) and stores the items in a Milvus collection through ``pymilvus``. With
+``uri=None`` Milvus Lite runs embedded in the process on ``path/milvus.db``; production points ``uri`` at a
+Milvus server or cluster — the one change::
+
+    Collection.create("wordnet", dim=384, backend="milvus")                               # Milvus Lite, embedded
+    Collection.create("wordnet", dim=384, backend="milvus", uri="http://milvus:19530")    # a Milvus cluster
+
+The Milvus collection (created at the first write, when the kind of ids is known) has the fields ``id``
+(INT64 or VARCHAR primary key), ``vector`` (FLOAT_VECTOR), ``text`` (nullable VARCHAR), ``meta`` (JSON; filters are
+translated by :mod:`embedlab.index.filters.milvus`) and, for multi-vector collections, ``row`` (the item's row in
+the local token store). Index kinds map to Milvus index types (:func:`milvus_index`): ``flat`` -> FLAT, ``hnsw``
+-> HNSW, ``ivf`` -> IVF_FLAT, and the ``int8`` codec -> HNSW_SQ (``hnsw``) or IVF_SQ8 (``ivf``); other codecs (PQ,
+binary, float16, int4, truncation) raise ``UnsupportedError``. Multi-vector collections store one MUVERA FDE per
+item in Milvus (Dhulipala et al. 2024, "MUVERA: Multi-Vector Retrieval via Fixed Dimensional Encodings") and
+re-rank its candidates by exact MaxSim from the local token store (:mod:`embedlab.index.multivector.layer`);
+Milvus Lite itself has no arrays of vectors.
+
+Differences from the local backend, each explicit: ``plan`` raises ``UnsupportedError`` (Milvus plans filtered
+searches itself); ``compact`` asks Milvus to compact (the token store keeps replaced items' tokens); a search may
+ask for at most :data:`MILVUS_MAX_TOPK` hits (``k + offset``); ids and texts are at most :data:`MAX_FIELD_BYTES`
+UTF-8 bytes. Milvus has no multi-row transactions: a failed ``add`` deletes the batches it had inserted, a failed
+``upsert`` can leave some of its batches applied (each batch is atomic). One writer per folder (``writer.lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from embedlab.errors import (ConflictError, DataFormatError, InvalidInputError, NotFoundError, UnavailableError,
+                             UnsupportedError)
+from embedlab.files import replacing
+from embedlab.index.collection import operations, storage
+from embedlab.index.collection.base import CollectionBase, encoder_spec, pad_hits
+from embedlab.index.collection.inputs import (METRICS, check_ef, check_ids, check_k, check_results, check_texts,
+                                              check_vectors, prepare_vectors, warnings_at_caller)
+from embedlab.index.collection.layer import create_layer, load_layer
+from embedlab.index.collection.metadata import MetadataTable
+from embedlab.index.collection.storage import WriterLock
+from embedlab.index.filters.ast import Filter, as_filter
+from embedlab.index.filters.milvus import META_FIELD, literal, to_milvus
+from embedlab.index.search.faiss_backends import FlatIndex, HNSWIndex, IVFIndex
+from embedlab.params import check_choice, check_int
+from embedlab.types import Hits, ProgressCallback, report_progress
+
+MILVUS_MAX_TOPK = 16_384  # Milvus's limit on the hits of one search (limit + offset)
+MAX_FIELD_BYTES = 65_535  # Milvus's longest VARCHAR: the longest id and text
+LITE_FILE = "milvus.db"  # Milvus Lite's file inside the collection folder when uri is None
+DEFAULT_TIMEOUT_S = 10.0  # connecting, and every call: a server that does not answer fails within this time
+BATCH_BYTES = 16 << 20  # rows per insert call are capped near this many bytes (gRPC's message limit is 64 MiB)
+_METRICS = {"cosine": "IP", "ip": "IP", "l2": "L2"}  # cosine rows are unit-normalised on the way in
+_INDEXES = {"flat": FlatIndex, "hnsw": HNSWIndex, "ivf": IVFIndex}
+_SQ_CODECS = ("int8",)  # the codec Milvus has (scalar quantisation to 8 bits); others are UnsupportedError
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+
+def milvus_index(kind: str, params: dict, owner: str) -> tuple[str, dict]:
+    """``(Milvus index type, build params)`` for a collection's ``index`` and checked ``index_params``."""
+    codec = params.get("codec")
+    if codec is None:
+        if kind == "flat":
+            return "FLAT", {}
+        if kind == "hnsw":
+            return "HNSW", {"M": params["M"], "efConstruction": params["ef_construction"]}
+        return "IVF_FLAT", {"nlist": params["nlist"]}
+    if kind == "hnsw":
+        return "HNSW_SQ", {"M": params["M"], "efConstruction": params["ef_construction"], "sq_type": "SQ8"}
+    return "IVF_SQ8", {"nlist": params["nlist"]}
+
+
+def check_index(kind: str, params: dict, owner: str) -> dict:
+    """Validated ``index_params`` for a Milvus collection: the local index's own parameters, plus ``codec`` only
+    where Milvus has that index (``int8`` with ``hnsw`` or ``ivf``)."""
+    check_choice(kind, sorted(_INDEXES), owner, "index")
+    params = dict(params)
+    codec = params.pop("codec", None)
+    extra = sorted(set(params) & {"rescore", "oversample", "codec_train_size"})
+    if extra:
+        raise UnsupportedError(f"{owner}: index parameter {extra[0]!r} is not available with backend='milvus' (Milvus "
+                               "scores its SQ8 codes itself). Drop it.")
+    out = _INDEXES[kind].check_params(params, owner)
+    if kind == "ivf":
+        out.pop("train_size", None)
+        if out.get("nlist") is None:
+            out["nlist"] = 256  # Milvus needs nlist up front; the local ivf sizes it from the data at training
+    if codec is not None:
+        if not isinstance(codec, str) or codec.strip().lower() not in _SQ_CODECS:
+            raise UnsupportedError(
+                f"{owner}: codec must be one Milvus has an index for ('int8' -> HNSW_SQ or IVF_SQ8) with "
+                f"backend='milvus', got {codec!r}. PQ, binary, float16, int4 and truncation codecs are local only: "
+                "use backend='local' for them.")
+        if kind == "flat":
+            raise UnsupportedError(f"{owner}: codec='int8' needs index='hnsw' (HNSW_SQ) or index='ivf' (IVF_SQ8) "
+                                   "with backend='milvus', got index='flat' (Milvus has no flat SQ8 index).")
+        out["codec"] = "int8"
+    return out
+
+
+def connect(uri: str, owner: str, timeout: float):
+    """A ``MilvusClient`` on ``uri`` (a Milvus Lite ``.db`` path or a server address); a server that does not
+    answer within ``timeout`` seconds raises :class:`~embedlab.errors.UnavailableError`."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs each failed call before raising it
+    try:
+        return MilvusClient(uri=uri, timeout=timeout)
+    except MilvusException as exc:
+        raise UnavailableError(
+            f"{owner}: uri must name a Milvus server that answers within {timeout:g} s, got {uri!r}: "
+            f"{getattr(exc, 'message', exc)}. Start the server (milvus-lite server --host 127.0.0.1 for a local one), "
+            "check the address, or pass uri=None for Milvus Lite embedded in the collection folder.") from None
+
+
+class MilvusCollection(CollectionBase):
+    """A collection whose items live in Milvus (see the module docstring); create and open it through
+    :meth:`Collection.create(..., backend="milvus") <embedlab.index.collection.collection.Collection.create>` and
+    :meth:`Collection.open <embedlab.index.collection.collection.Collection.open>`."""
+
+    backend = "milvus"
+
+    def __init__(self, folder: Path, manifest: dict, *, readonly: bool, encoder: Any = None,
+                 timeout: float | None = None) -> None:
+        self.path = folder
+        self._manifest = manifest
+        self.dim, self.metric = int(manifest["dim"]), manifest["metric"]
+        self._vdim = int(manifest.get("index_dim", self.dim))
+        self.index_kind, self.index_params = manifest["index"], manifest["index_params"]
+        self._readonly = readonly
+        self._encoder_obj = encoder
+        self._mutex = threading.RLock()
+        self._lock = WriterLock(folder)
+        self._closed = False
+        self._timeout = float(manifest.get("timeout_s", DEFAULT_TIMEOUT_S) if timeout is None else timeout)
+        self._name = manifest["milvus"]["collection"]
+        self._uri = manifest["milvus"]["uri"]
+        self._meta = MetadataTable(manifest.get("schema") or {}, declared=manifest.get("declared") or ())
+        try:
+            self._layer = load_layer(folder, manifest.get("layer"), self.dim, self.metric)
+        except (KeyError, TypeError, InvalidInputError) as exc:
+            raise DataFormatError(f"Collection.open: layer in {folder / storage.MANIFEST} must be a valid layer "
+                                  f"configuration, got an error: {exc}. Restore the manifest.") from None
+        if self._layer is not None:
+            self._layer.bind_encoder(lambda: self._load_encoder("Collection.add"))
+            self._layer.open(int(manifest.get("rows", 0)), 0)
+        self._client = connect(self._address(), "Collection.open", self._timeout)
+        self._ready = self._client.has_collection(self._name, timeout=self._timeout)
+        if self._ready:
+            self._client.load_collection(self._name, timeout=self._timeout)
+
+    def _address(self) -> str:
+        return str(self.path / LITE_FILE) if self._uri is None else self._uri
+
+    @classmethod
+    def create(cls, folder: Path, *, dim: int, metric: str, index: str | None, encoder: Any, schema: dict | None,
+               multivector: Any, uri: str | None, name: str | None, timeout: float | None,
+               index_params: dict) -> "MilvusCollection":
+        """See ``Collection.create``; ``folder`` is checked by the caller."""
+        owner = "Collection.create"
+        dim = check_int(dim, owner, "dim")
+        check_choice(metric, METRICS, owner, "metric")
+        index = index or "hnsw"
+        params = check_index(index, index_params, owner)
+        schema = MetadataTable.check_schema(schema, owner)
+        encoder_name, encoder_obj = encoder_spec(encoder, dim, owner)
+        if uri is not None and (not isinstance(uri, str) or not uri):
+            raise InvalidInputError(f"{owner}: uri must be a Milvus address such as 'http://127.0.0.1:19530' (or None "
+                                    f"for Milvus Lite in the folder), got {uri!r}.")
+        name = name if name is not None else "embedlab_" + re.sub(r"[^A-Za-z0-9_]", "_", folder.name)[:200]
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidInputError(f"{owner}: name must be a Milvus collection name (a letter or '_', then letters, "
+                                    f"digits or '_', at most 255), got {name!r}.")
+        timeout = DEFAULT_TIMEOUT_S if timeout is None else float(timeout)
+        if not timeout > 0:
+            raise InvalidInputError(f"{owner}: timeout must be a positive number of seconds, got {timeout!r}.")
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ConflictError(f"{owner}: path must not exist or be an empty folder, got existing {str(folder)!r}. "
+                                "Open it with Collection.open(path) or choose a new path.")
+        if uri is not None:  # a server: check it answers and that the name is free before writing anything
+            client = connect(uri, owner, timeout)
+            try:
+                if client.has_collection(name, timeout=timeout):
+                    raise ConflictError(f"{owner}: name must be a new Milvus collection, got {name!r}, which exists at "
+                                        f"{uri}. Choose another name, or drop that collection in Milvus.")
+            finally:
+                client.close()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        manifest = {"format_version": storage.FORMAT_VERSION, "backend": "milvus", "dim": dim, "metric": metric,
+                    "index": index, "index_params": params, "encoder": encoder_name, "schema": schema,
+                    "declared": sorted(schema), "id_kind": None, "timeout_s": timeout,
+                    "milvus": {"uri": uri, "collection": name}}
+        with replacing(folder) as tmp:
+            tmp.mkdir()
+            if multivector is not False and multivector is not None:
+                options = {} if multivector is True else multivector
+                manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
+                manifest["index_dim"] = int(manifest["layer"].pop("index_dim", dim))
+                manifest["rows"] = 0
+            storage.write_manifest(tmp, manifest)
+        return cls(folder, manifest, readonly=False, encoder=encoder_obj, timeout=timeout)
+
+    @classmethod
+    def open(cls, folder: Path, manifest: dict, *, readonly: bool, encoder: Any) -> "MilvusCollection":
+        keys = {"dim", "metric", "index", "index_params", "milvus", "schema"}
+        if not keys <= set(manifest) or not isinstance(manifest.get("milvus"), dict):
+            raise DataFormatError(f"Collection.open: {folder / storage.MANIFEST} must be a Milvus collection manifest "
+                                  f"with {sorted(keys)}, got keys {sorted(manifest)}. Restore the manifest.")
+        enc = encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
+        return cls(folder, manifest, readonly=readonly, encoder=enc)
+
+    def __repr__(self) -> str:
+        where = self._uri or f"Milvus Lite {self._address()}"
+        return (f"MilvusCollection({str(self.path)!r}, {where}, collection={self._name!r}, dim={self.dim}, "
+                f"metric={self.metric!r}, index={self.index_kind!r}{', closed' if self._closed else ''})")
+
+    # ------------------------------------------------------------------ plumbing
+    def _begin(self, owner: str, write: bool = False) -> None:
+        if self._closed:
+            raise InvalidInputError(f"{owner}: the collection must be open, got a closed one. Reopen it with Collection.open.")
+        if write:
+            if self._readonly:
+                raise UnsupportedError(f"{owner}: this collection was opened with readonly=True; open it without to write.")
+            self._lock.acquire(owner)
+        self._reload_manifest()
+
+    def _reload_manifest(self) -> None:
+        """Pick up schema, id kind and token rows another process's writer recorded (cheap: one stat)."""
+        path = self.path / storage.MANIFEST
+        stamp = path.stat().st_mtime_ns
+        if getattr(self, "_stamp", None) == stamp:
+            return
+        if getattr(self, "_stamp", None) is not None and self._lock.fd is None:
+            self._manifest = storage.read_manifest(self.path)
+            self._meta = MetadataTable(self._manifest.get("schema") or {}, declared=self._manifest.get("declared") or ())
+            if self._layer is not None:
+                self._layer.open(int(self._manifest.get("rows", 0)), 0)
+            if not self._ready and self._manifest.get("id_kind") is not None:
+                self._ready = self._client.has_collection(self._name, timeout=self._timeout)
+                if self._ready:
+                    self._client.load_collection(self._name, timeout=self._timeout)
+        self._stamp = stamp
+
+    def _save_manifest(self, manifest: dict) -> None:
+        storage.write_manifest(self.path, manifest)
+        self._manifest = manifest
+        self._stamp = (self.path / storage.MANIFEST).stat().st_mtime_ns
+
+    def _call(self, owner: str, method: str, *args, **kwargs):
+        """One ``MilvusClient`` call, bounded by the collection's timeout, its errors as embedlab errors."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return getattr(self._client, method)(*args, timeout=self._timeout, **kwargs)
+        except MilvusException as exc:
+            message = getattr(exc, "message", str(exc))
+            if "timeout" in message.lower() or "unavailable" in message.lower() or "connect" in message.lower():
+                raise UnavailableError(f"{owner}: Milvus at {self._uri or self._address()} must answer within "
+                                       f"{self._timeout:g} s, got: {message}. Check the server.") from None
+            raise UnsupportedError(f"{owner}: Milvus refused the call ({method}): {message}.") from None
+
+    def _create_milvus_collection(self, kind: str) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        if kind == "int":
+            schema.add_field("id", DataType.INT64, is_primary=True)
+        else:
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_FIELD_BYTES)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self._vdim)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_FIELD_BYTES, nullable=True)
+        schema.add_field(META_FIELD, DataType.JSON)
+        if self._layer is not None:
+            schema.add_field("row", DataType.INT64)
+        index_type, build = milvus_index(self.index_kind, self.index_params, "Collection.add")
+        index_params = self._client.prepare_index_params()
+        index_params.add_index("vector", index_type=index_type, metric_type=_METRICS[self.metric], params=build)
+        self._call("Collection.add", "create_collection", self._name, schema=schema, index_params=index_params,
+                   consistency_level="Strong")
+        self._call("Collection.add", "load_collection", self._name)
+        self._ready = True
+
+    def _search_params(self, ef: int | None, want: int) -> dict:
+        if self.index_kind == "hnsw":
+            return {"params": {"ef": max(ef or self.index_params["ef_search"], want)}}
+        if self.index_kind == "ivf":
+            return {"params": {"nprobe": ef or self.index_params["nprobe"]}}
+        return {}
+
+    def _existing(self, ids: list, owner: str) -> list:
+        if not self._ready or not ids:
+            return []
+        found = set()
+        for s in range(0, len(ids), 4096):
+            found.update(r["id"] for r in self._call(owner, "get", self._name, ids=ids[s : s + 4096],
+                                                     output_fields=["id"]))
+        return [i for i in ids if i in found]
+
+    def _require(self, ids: list, owner: str) -> None:
+        existing = set(self._existing(ids, owner))
+        missing = [i for i in ids if i not in existing]
+        if missing:
+            raise NotFoundError(f"{owner}: ids must exist, got {len(missing)} unknown (first: {missing[0]!r}).")
+
+    def _expr(self, node: Filter | None, owner: str) -> str:
+        if node is None:
+            return ""
+        self._meta.validate(node, owner)  # unknown fields and wrongly typed values, as in the local backend
+        return to_milvus(node, owner)
+
+    # ------------------------------------------------------------------ writes
+    def add(self, ids: Any, vectors: Any = None, *, texts: list[str] | None = None,
+            metadata: list[dict] | None = None) -> None:
+        """As :meth:`Collection.add <embedlab.index.collection.collection.Collection.add>`."""
+        self._write("Collection.add", ids, vectors, texts, metadata, upsert=False)
+
+    def upsert(self, ids: Any, vectors: Any = None, *, texts: list[str] | None = None,
+               metadata: list[dict] | None = None) -> None:
+        """As :meth:`Collection.upsert <embedlab.index.collection.collection.Collection.upsert>`."""
+        self._write("Collection.upsert", ids, vectors, texts, metadata, upsert=True)
+
+    def _write(self, owner: str, ids: Any, vectors: Any, texts: Any, metadata: Any, *, upsert: bool) -> None:
+        with self._mutex:
+            self._begin(owner, write=True)
+            ids, kind = check_ids(ids, owner, self._manifest.get("id_kind"))
+            n = len(ids)
+            if texts is not None:
+                texts = check_texts(texts, n, owner)
+            payload = None
+            if self._layer is not None:
+                with warnings_at_caller():
+                    vecs, payload = self._layer.prepare(vectors, texts, n, owner)
+                vecs = prepare_vectors(check_vectors(vecs, n, self._vdim, owner), self.metric, owner)
+            else:
+                if vectors is None:
+                    if texts is None:
+                        raise InvalidInputError(f"{owner}: vectors or texts must be given, got neither.")
+                    vectors = self._encode(texts, owner) if n else np.zeros((0, self.dim), np.float32)
+                vecs = prepare_vectors(check_vectors(vectors, n, self.dim, owner), self.metric, owner)
+            prepared = self._meta.prepare(metadata, n, owner)
+            _check_lengths(ids, texts, owner)
+            existing = self._existing(ids, owner)
+            if existing and not upsert:
+                raise ConflictError(
+                    f"{owner}: ids must not exist yet, got {len(existing)} existing (first: {existing[0]!r}). "
+                    "Use upsert to replace them, or delete them first.")
+            if n == 0:
+                return
+            manifest = dict(self._manifest, id_kind=kind,
+                            schema={**self._meta.schema, **prepared.new_fields, **{f: "float" for f in prepared.widened}})
+            start = int(self._manifest.get("rows", 0))
+            if self._layer is not None:
+                self._layer.append(start, payload)  # tokens first, then the row counter, then Milvus (see module doc)
+                manifest["rows"] = start + n
+            if manifest != self._manifest:
+                self._save_manifest(manifest)
+                for name, ftype in prepared.new_fields.items():
+                    self._meta.add_field(name, ftype)
+                for name in prepared.widened:
+                    self._meta.widen(name)
+            if self._layer is not None:
+                self._layer.open(start + n, 0)
+            if not self._ready:
+                self._create_milvus_collection(kind)
+            rows = [{"id": i, "vector": v, "text": t, META_FIELD: m}
+                    for i, v, t, m in zip(ids, vecs, texts or [None] * n, prepared.rows)]
+            if self._layer is not None:
+                for r, row in enumerate(rows):
+                    row["row"] = start + r
+            self._put(owner, rows, upsert)
+
+    def _put(self, owner: str, rows: list[dict], upsert: bool) -> None:
+        """Insert (or upsert) ``rows`` in batches of about :data:`BATCH_BYTES`; a failed insert deletes what this call
+        had inserted."""
+        per_row = 4 * self._vdim + 64 + sum(len(str(v)) for v in rows[0].values() if not isinstance(v, np.ndarray))
+        step = max(1, BATCH_BYTES // per_row)
+        done: list = []
+        try:
+            for s in range(0, len(rows), step):
+                batch = [dict(r, vector=r["vector"].tolist()) for r in rows[s : s + step]]
+                self._call(owner, "upsert" if upsert else "insert", self._name, batch)
+                done.extend(r["id"] for r in batch)
+        except BaseException:
+            if done and not upsert:
+                with contextlib.suppress(Exception):
+                    self._call(owner, "delete", self._name, ids=done)
+            raise
+
+    def delete(self, ids: Any = None, *, filter: Filter | str | dict | None = None) -> int:
+        """As :meth:`Collection.delete <embedlab.index.collection.collection.Collection.delete>`."""
+        owner = "Collection.delete"
+        with self._mutex:
+            self._begin(owner, write=True)
+            if (ids is None) == (filter is None):
+                raise InvalidInputError(f"{owner}: give ids or filter, got {'both' if ids is not None else 'neither'}. "
+                                        "Delete by id with delete(ids), or by metadata with delete(filter=...).")
+            if ids is not None:
+                ids, _ = check_ids(ids, owner, self._manifest.get("id_kind"))
+                self._require(ids, owner)
+                if ids:
+                    self._call(owner, "delete", self._name, ids=ids)
+                return len(ids)
+            expr = self._expr(as_filter(filter, owner), owner)
+            if not self._ready:
+                return 0
+            n = self._count(expr, owner)
+            if n:
+                self._call(owner, "delete", self._name, filter=expr)
+            return n
+
+    def update_metadata(self, ids: Any, metadata: list[dict | None], *, replace: bool = False) -> None:
+        """As :meth:`Collection.update_metadata <embedlab.index.collection.collection.Collection.update_metadata>`
+        (the items are re-written whole, with their vectors, in Milvus)."""
+        owner = "Collection.update_metadata"
+        with self._mutex:
+            self._begin(owner, write=True)
+            ids, _ = check_ids(ids, owner, self._manifest.get("id_kind"))
+            if not isinstance(replace, bool):
+                raise InvalidInputError(f"{owner}: replace must be a bool, got {replace!r}.")
+            prepared = self._meta.prepare(metadata, len(ids), owner)
+            self._require(ids, owner)
+            if not ids:
+                return
+            current = {r["id"]: r for r in self._fetch(ids, owner, ["id", "vector", "text", META_FIELD]
+                                                        + (["row"] if self._layer is not None else []))}
+            rows = [current[i] for i in ids]
+            merged = operations.merge_updates([r[META_FIELD] for r in rows], metadata, prepared.rows, replace)
+            manifest = dict(self._manifest,
+                            schema={**self._meta.schema, **prepared.new_fields, **{f: "float" for f in prepared.widened}})
+            if manifest != self._manifest:
+                self._save_manifest(manifest)
+                for name, ftype in prepared.new_fields.items():
+                    self._meta.add_field(name, ftype)
+                for name in prepared.widened:
+                    self._meta.widen(name)
+            self._put(owner, [dict(r, vector=np.asarray(r["vector"], np.float32), **{META_FIELD: m})
+                              for r, m in zip(rows, merged)], upsert=True)
+
+    def compact(self, *, progress: ProgressCallback | None = None) -> None:
+        """Ask Milvus to compact the collection's segments (it also does so on its own); the token store of a
+        multi-vector collection keeps the tokens of replaced items."""
+        with self._mutex:
+            self._begin("Collection.compact", write=True)
+            report_progress(progress, 0, 1)
+            if self._ready:
+                self._call("Collection.compact", "compact", self._name)
+            report_progress(progress, 1, 1)
+
+    def close(self) -> None:
+        """Release the writer lock and the Milvus client. Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            try:
+                with contextlib.suppress(Exception):
+                    self._client.close()
+            finally:
+                self._lock.release()
+                self._closed = True
+
+    def drop(self) -> None:
+        """Delete the Milvus collection (its data in Milvus) and close; the local folder is the caller's to remove."""
+        with self._mutex:
+            self._begin("Collection.drop", write=True)
+            if self._ready:
+                self._call("Collection.drop", "drop_collection", self._name)
+            self.close()
+
+    # ------------------------------------------------------------------ reads
+    def _fetch(self, ids: list, owner: str, fields: list[str]) -> list[dict]:
+        out: list[dict] = []
+        for s in range(0, len(ids), 4096):
+            out.extend(self._call(owner, "get", self._name, ids=ids[s : s + 4096], output_fields=fields))
+        return out
+
+    def _count(self, expr: str, owner: str) -> int:
+        if not self._ready:
+            return 0
+        res = self._call(owner, "query", self._name, filter=expr, output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def count(self, filter: Filter | str | dict | None = None) -> int:
+        """Number of items, or of those matching ``filter``."""
+        owner = "Collection.count"
+        with self._mutex:
+            self._begin(owner)
+            return self._count(self._expr(as_filter(filter, owner), owner), owner)
+
+    def get(self, ids: Any) -> list[dict]:
+        """As :meth:`Collection.get <embedlab.index.collection.collection.Collection.get>`."""
+        owner = "Collection.get"
+        with self._mutex:
+            self._begin(owner)
+            ids, _ = check_ids(ids, owner, self._manifest.get("id_kind"))
+            found = {r["id"]: r for r in (self._fetch(ids, owner, ["id", "vector", "text", META_FIELD])
+                                          if self._ready and ids else [])}
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise NotFoundError(f"{owner}: ids must exist, got {len(missing)} unknown (first: {missing[0]!r}).")
+            return [{"id": i, "vector": np.asarray(found[i]["vector"], np.float32), "metadata": found[i][META_FIELD],
+                     "text": found[i]["text"]} for i in ids]
+
+    def contains(self, ids: Any) -> np.ndarray:
+        """bool ``[n]``: which ``ids`` are stored."""
+        owner = "Collection.contains"
+        with self._mutex:
+            self._begin(owner)
+            ids, _ = check_ids(ids, owner, self._manifest.get("id_kind"))
+            existing = set(self._existing(ids, owner))
+            return np.fromiter((i in existing for i in ids), dtype=bool, count=len(ids))
+
+    def scroll(self, filter: Filter | str | dict | None = None, limit: int = 100, cursor: Any = None, *,
+               include: tuple[str, ...] = ()) -> tuple[list[dict], Any]:
+        """As :meth:`Collection.scroll <embedlab.index.collection.collection.Collection.scroll>`: ascending id
+        order (Milvus's query iterator walks the primary key), the cursor being the last id listed."""
+        owner = "Collection.scroll"
+        with self._mutex:
+            self._begin(owner)
+            expr = self._expr(as_filter(filter, owner), owner)
+            limit = check_int(limit, owner, "limit", high=operations.MAX_SCROLL_LIMIT)
+            cursor = operations.check_cursor(cursor, self._manifest.get("id_kind"), owner)
+            include = operations.check_include(include, owner, vectors_supported=self._layer is None)
+            if not self._ready:
+                return [], None
+            if cursor is not None:
+                expr = f"(id > {literal(cursor, owner)})" + (f" and {expr}" if expr else "")
+            fields = ["id"] + [_FIELDS[name] for name in include]
+            it = self._call(owner, "query_iterator", self._name, batch_size=limit + 1, filter=expr, output_fields=fields)
+            try:
+                batch = it.next()
+            finally:
+                it.close()
+            items = [_item(r, include) for r in batch[:limit]]
+            return items, (items[-1]["id"] if len(batch) > limit else None)
+
+    def iter_items(self, batch_size: int = 1000, cursor: Any = None,
+                   include: tuple[str, ...] = ("vector", "text", "metadata")) -> Iterator[tuple[list[dict], Any]]:
+        """Every item in id order after ``cursor``, ``(items, last_id)`` per batch (what ``embedlab export`` reads)."""
+        while True:
+            items, cursor = self.scroll(limit=batch_size, cursor=cursor, include=include)
+            if items:
+                yield items, items[-1]["id"]
+            if cursor is None:
+                return
+
+    def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
+               offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = ()) -> Hits:
+        """As :meth:`Collection.search <embedlab.index.collection.collection.Collection.search>`; the strategy
+        of every query is ``"milvus"`` (``"milvus+rerank"`` for multi-vector collections)."""
+        owner = "Collection.search"
+        with self._mutex:
+            self._begin(owner)
+            k = check_k(k, owner)
+            ef = check_ef(ef, owner, self.index_kind)
+            expr = self._expr(as_filter(filter, owner), owner)
+            offset = operations.check_offset(offset, owner)
+            min_score = operations.check_min_score(min_score, owner)
+            include = operations.check_include(include, owner, vectors_supported=self._layer is None)
+            want = k + offset
+            q_payload = None
+            if self._layer is not None:
+                with warnings_at_caller():
+                    q, q_payload = self._layer.query(queries, owner)
+                q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
+            else:
+                q = self._queries(queries, owner)
+            check_results(len(q), want, owner)
+            limit = want if self._layer is None else max(self._layer.candidates(want), want)
+            if limit > MILVUS_MAX_TOPK:
+                raise UnsupportedError(f"{owner}: k + offset (and a multi-vector collection's candidates) must be at "
+                                       f"most {MILVUS_MAX_TOPK} with backend='milvus', got {limit}. Page with a "
+                                       "smaller k, or use min_score.")
+            strategy = "milvus" if self._layer is None else "milvus+rerank"
+            if len(q) == 0 or not self._ready:
+                return Hits(np.full((len(q), want), None, object)[:, offset:],
+                            np.full((len(q), want), -np.inf, np.float32)[:, offset:], (strategy,) * len(q),
+                            tuple([None] * k for _ in range(len(q))) if include else None)
+            fields = ["row"] if self._layer is not None else []
+            fields += [_FIELDS[name] for name in include]
+            found = self._call(owner, "search", self._name, data=q.tolist(), limit=limit, filter=expr, anns_field="vector",
+                               search_params=self._search_params(ef, limit), output_fields=fields)
+            sign = -1.0 if self.metric == "l2" else 1.0  # Milvus's L2 is the squared distance: scores are -|q - x|^2
+            hits: list[dict] = []  # every hit once; rows index it (-1: padding)
+            rows = np.full((len(q), limit), -1, np.int64)
+            scores = np.full((len(q), limit), -np.inf, np.float32)
+            for i, result in enumerate(found):
+                for j, h in enumerate(result):
+                    rows[i, j] = len(hits)
+                    scores[i, j] = sign * h["distance"]
+                    hits.append(h)
+            if self._layer is not None:  # rerank by exact MaxSim over the token rows the FDE search found
+                token_rows = np.where(rows >= 0, np.array([h["entity"]["row"] for h in hits] + [0])[rows], -1)
+                work = min(want, limit)
+                scores, picked = self._layer.rerank(q_payload, token_rows, work)
+                by_token = [dict(zip(t.tolist(), r.tolist())) for t, r in zip(token_rows, rows)]
+                rows = np.array([[by_token[i].get(t, -1) if t >= 0 else -1 for t in picked[i].tolist()]
+                                 for i in range(len(q))], np.int64).reshape(len(q), work)
+                if work < want:
+                    scores, rows = pad_hits(scores, rows, want)
+            scores, rows = scores[:, :want], rows[:, :want]
+            if offset or min_score is not None:
+                scores, rows = operations.page(scores, rows, offset, min_score)
+            ids = np.empty(rows.shape, object)
+            ids[...] = None
+            for (i, j), r in np.ndenumerate(rows):
+                if r >= 0:
+                    ids[i, j] = hits[r]["id"]
+            payload = None
+            if include:
+                payload = tuple([_item(hits[r]["entity"], include, with_id=False) if r >= 0 else None
+                                 for r in q_rows.tolist()] for q_rows in rows)
+            return Hits(ids, scores.astype(np.float32, copy=False), (strategy,) * len(q), payload)
+
+    def plan(self, *args, **kwargs) -> dict:
+        """Not available: Milvus plans filtered searches itself (the local backend's planner does not apply)."""
+        raise UnsupportedError("Collection.plan: the query plan is Milvus's own with backend='milvus' (it chooses "
+                               "between filtered graph search and brute force itself). Use a local collection to "
+                               "see embedlab's planner.")
+
+    def stats(self) -> dict:
+        """``count``, ``rows`` (the same: Milvus drops deleted items itself), ``dim``, ``metric``, ``index`` and
+        ``index_params``, the Milvus ``index_type``, ``backend``, ``uri`` and ``collection``, ``disk_bytes`` of the
+        local folder (the Milvus Lite file included; a server's storage is not counted) and
+        ``ram_bytes_per_vector`` (``None``: Milvus keeps its own memory)."""
+        with self._mutex:
+            self._begin("Collection.stats")
+            count = self._count("", "Collection.stats")
+            disk = 0
+            for p in self.path.rglob("*"):
+                with contextlib.suppress(FileNotFoundError):
+                    disk += p.stat().st_size if p.is_file() else 0
+            return {"count": count, "rows": count, "dim": self.dim, "metric": self.metric, "index": self.index_kind,
+                    "index_params": dict(self.index_params), "backend": "milvus", "uri": self._uri,
+                    "collection": self._name, "index_type": milvus_index(self.index_kind, self.index_params, "")[0],
+                    "disk_bytes": disk, "disk_bytes_per_vector": disk / count if count else 0.0,
+                    "ram_bytes_per_vector": None}
+
+    @property
+    def id_kind(self) -> str | None:
+        """``"str"`` or ``"int"``: the kind of ids stored (``None`` before the first add)."""
+        with self._mutex:
+            self._begin("Collection.id_kind")
+            return self._manifest.get("id_kind")
+
+    @property
+    def schema(self) -> dict[str, str]:
+        """Metadata fields and their types, ``{name: "str" | "int" | "float" | "bool" | "list[str]"}``."""
+        with self._mutex:
+            self._begin("Collection.schema")
+            return dict(self._meta.schema)
+
+
+_FIELDS = {"text": "text", "metadata": META_FIELD, "vector": "vector"}  # include name -> Milvus field
+
+
+def _item(entity: dict, include: tuple[str, ...], with_id: bool = True) -> dict:
+    """A scroll item or search payload: ``{"id"?, "text"?, "metadata"?, "vector"?}`` from a Milvus entity."""
+    out = {"id": entity["id"]} if with_id else {}
+    for name in include:
+        value = entity[_FIELDS[name]]
+        out[name] = np.asarray(value, np.float32) if name == "vector" else value
+    return out
+
+
+def _check_lengths(ids: list, texts: list[str] | None, owner: str) -> None:
+    for param, values in (("ids", ids), ("texts", texts or ())):
+        for i, v in enumerate(values):
+            if isinstance(v, str) and len(v) * 4 > MAX_FIELD_BYTES and len(v.encode()) > MAX_FIELD_BYTES:
+                raise InvalidInputError(f"{owner}: {param}[{i}] must be at most {MAX_FIELD_BYTES} UTF-8 bytes with "
+                                        f"backend='milvus' (Milvus's longest VARCHAR), got {len(v.encode())}. "
+                                        "Shorten it, or store long texts elsewhere and keep a key.")
