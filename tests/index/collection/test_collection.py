@@ -1,4 +1,5 @@
-"""Contract suite for ``Collection``, run over every index type; approximate paths checked against exact search."""
+"""Contract suite for ``Collection``, run over every index type of both backends (local folders and Milvus Lite,
+``backend="milvus"``); approximate paths checked against exact search."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from embedlab.errors import CancelledError, ConflictError, DataFormatError, Inva
 from embedlab.index import Collection, Filter, FilterSyntaxError, exact_search
 
 KINDS = {"flat": {}, "hnsw": {"M": 12, "ef_construction": 64}, "ivf": {"nlist": 16, "train_size": 600}}
+MILVUS = {"milvus-flat": ("flat", {}), "milvus-hnsw": ("hnsw", {"M": 12, "ef_construction": 64}),
+          "milvus-ivf": ("ivf", {"nlist": 16}), "milvus-hnsw-int8": ("hnsw", {"M": 12, "codec": "int8"})}
 N, D = 2000, 24
 
 
@@ -32,11 +35,23 @@ def data():
     return clustered(rng, N), clustered(np.random.default_rng(1), 40)
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
+def create(path, setup: str, **kwargs):
+    """A collection for ``setup``: a local index kind (``KINDS``) or a Milvus one (``MILVUS``)."""
+    if setup in MILVUS:
+        kind, params = MILVUS[setup]
+        return Collection.create(path, dim=D, index=kind, backend="milvus", **params, **kwargs)
+    return Collection.create(path, dim=D, index=setup, **KINDS[setup], **kwargs)
+
+
+def is_milvus(col) -> bool:
+    return getattr(col, "backend", "local") == "milvus"
+
+
+@pytest.fixture(scope="module", params=list(KINDS) + list(MILVUS))
 def filled(request, data, tmp_path_factory):
     x, _ = data
     path = tmp_path_factory.mktemp(request.param) / "c"
-    col = Collection.create(path, dim=D, index=request.param, **KINDS[request.param])
+    col = create(path, request.param)
     for s in range(0, N, 500):
         col.add([f"d{i}" for i in range(s, s + 500)], x[s : s + 500], metadata=[metadata(i) for i in range(s, s + 500)])
     yield col
@@ -86,7 +101,7 @@ def test_filtered_search_respects_filter_returns_k_and_matches_exact(filled, dat
         assert len(got) == want
         assert all(mask[int(h[1:])] for h in got)
     assert recall(hits, exact_filtered(x, q, mask, 10)) >= 0.95
-    assert all(s.split("+")[0] in ("exact", "filtered_ann", "post_filter", "flat_scan") for s in hits.strategy)
+    assert all(s.split("+")[0] in ("exact", "filtered_ann", "post_filter", "flat_scan", "milvus") for s in hits.strategy)
 
 
 def test_filter_object_equals_string(filled, data):
@@ -97,6 +112,10 @@ def test_filter_object_equals_string(filled, data):
 
 
 def test_planner_strategy_follows_selectivity(filled):
+    if is_milvus(filled):  # Milvus plans its own filtered searches: refused, never a made-up plan
+        with pytest.raises(UnsupportedError, match="the query plan is Milvus's own"):
+            filled.plan(10, filter="n != 3")
+        return
     tiny = filled.plan(10, filter='cat == "c3" and n == 2 and flag == true')
     broad = filled.plan(10, filter="n != 3")
     assert tiny["strategy"] == "exact" and tiny["allowed"] == 10
@@ -120,6 +139,9 @@ def test_stats_count_live_items_and_size_the_index(filled):
     assert stats["count"] == filled.count() and stats["rows"] >= stats["count"] and stats["dim"] == D
     assert stats["disk_bytes"] == files and stats["disk_bytes_per_vector"] == pytest.approx(files / stats["count"])
     assert stats["index"] == filled.index_kind and stats["index_params"] == filled.index_params
+    if is_milvus(filled):
+        assert stats["ram_bytes_per_vector"] is None and stats["index_type"] in ("FLAT", "HNSW", "IVF_FLAT", "HNSW_SQ")
+        return
     extra = {"flat": (0, 0), "hnsw": (4 * 12, 4 * 12 * 3), "ivf": (8, 8 + 4 * D * 16 / 600)}[filled.index_kind]
     assert 4 * D + extra[0] <= stats["ram_bytes_per_vector"] <= 4 * D + extra[1]  # rows + links / list ids
 
@@ -162,10 +184,10 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(filled, data, case):
         assert filled.get(["n1"])[0]["text"] == "t"
         filled.delete(["n1"])
         return
-    before = (filled.count(), filled.search(q[:3], 5).ids.tolist(), dict(filled._meta.schema))
+    before = (filled.count(), filled.search(q[:3], 5).ids.tolist(), filled.schema)
     with pytest.raises(exc, match=pattern):
         fn(filled, x)
-    assert (filled.count(), filled.search(q[:3], 5).ids.tolist(), dict(filled._meta.schema)) == before
+    assert (filled.count(), filled.search(q[:3], 5).ids.tolist(), filled.schema) == before
 
 
 def test_ef_on_flat_is_rejected_not_ignored(tmp_path):
@@ -280,6 +302,8 @@ def test_every_strategy_meets_the_contract_against_exact(filled, data, strategy)
     from embedlab.index.search import planner
 
     x, q = data
+    if is_milvus(filled):
+        pytest.skip("embedlab's planner strategies are the local backend's (Milvus runs its own)")
     if (strategy == "flat_scan") != (filled.index_kind == "flat") and strategy != "exact":
         pytest.skip(f"{strategy} does not apply to {filled.index_kind}")
     text = "n >= 2 and flag == false"
