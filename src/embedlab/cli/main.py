@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from embedlab.cli import encode as encode_cli
 from embedlab.cli import index as index_cli
 from embedlab.cli import serve as serve_cli
+from embedlab.cli import transfer as transfer_cli
 from embedlab.cli.eval import bench_app, eval_app
 from embedlab.cli.limit import limit_app
 from embedlab.cli.options import FormatOpt, ModelOpt, OutputFormat
@@ -39,6 +40,8 @@ app.command("info")(index_cli.info_cmd)
 app.command("get")(index_cli.get_cmd)
 app.command("delete")(index_cli.delete_cmd)
 app.command("compact")(index_cli.compact_cmd)
+app.command("export")(transfer_cli.export_cmd)
+app.command("import")(transfer_cli.import_cmd)
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(limit_app, name="limit")

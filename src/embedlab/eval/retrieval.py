@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from embedlab.errors import InvalidInputError
@@ -26,20 +28,26 @@ def evaluate_retrieval(
     split: str = "test",
     k_values=(1, 3, 5, 10, 100),
     batch_size: int = 64,
-    corpus_embeddings: np.ndarray | None = None,
+    corpus_embeddings: np.ndarray | str | os.PathLike | None = None,
     query_prompt: str | None = None,
     **encode_options,
 ) -> dict[str, float]:
     """Exact-search retrieval metrics (``"ndcg@10"``, ``"recall@10"``, ``"mrr@10"`` ...) on ``split``.
 
     ``corpus_embeddings`` (float32 ``[n_docs, d]`` in corpus order, e.g. from an embedding cache)
-    skips encoding the corpus. ``encode_options`` (``dim``, ``layers``) apply to both sides.
+    skips encoding the corpus; a shard folder written by :func:`embedlab.scale.encode_corpus` is read in corpus order
+    (its model must be ``encoder``: the fingerprint is checked). ``encode_options`` (``dim``, ``layers``) apply to
+    both sides.
     """
     if not k_values or min(k_values) < 1:
         raise InvalidInputError(f"evaluate_retrieval: k_values must be positive ints, got {k_values!r}.")
     query_ids, query_texts, qrels = dataset.split(split)
     if not query_ids:
         raise InvalidInputError(f"evaluate_retrieval: split {split!r} must judge at least one query, got none.")
+    if isinstance(corpus_embeddings, (str, os.PathLike)):
+        from embedlab.scale.transfer import shard_matrix
+
+        corpus_embeddings = shard_matrix(corpus_embeddings, dataset.corpus_ids, fingerprint=encoder.fingerprint)
     if corpus_embeddings is None:
         corpus_embeddings = encoder.encode(dataset.corpus_texts, batch_size=batch_size, **encode_options)
     elif corpus_embeddings.shape[0] != len(dataset.corpus_ids):

@@ -85,6 +85,15 @@ def check_index(kind: str, params: dict, owner: str) -> dict:
     check_choice(kind, sorted(_INDEXES), owner, "index")
     params = dict(params)
     codec = params.pop("codec", None)
+    if codec is not None:
+        if not isinstance(codec, str) or codec.strip().lower() not in _SQ_CODECS:
+            raise UnsupportedError(
+                f"{owner}: codec must be one Milvus has an index for ('int8' -> HNSW_SQ or IVF_SQ8) with "
+                f"backend='milvus', got {codec!r}. PQ, binary, float16, int4 and truncation codecs are local only: "
+                "use backend='local' for them.")
+        if kind == "flat":
+            raise UnsupportedError(f"{owner}: codec='int8' needs index='hnsw' (HNSW_SQ) or index='ivf' (IVF_SQ8) "
+                                   "with backend='milvus', got index='flat' (Milvus has no flat SQ8 index).")
     extra = sorted(set(params) & {"rescore", "oversample", "codec_train_size"})
     if extra:
         raise UnsupportedError(f"{owner}: index parameter {extra[0]!r} is not available with backend='milvus' (Milvus "
@@ -95,14 +104,6 @@ def check_index(kind: str, params: dict, owner: str) -> dict:
         if out.get("nlist") is None:
             out["nlist"] = 256  # Milvus needs nlist up front; the local ivf sizes it from the data at training
     if codec is not None:
-        if not isinstance(codec, str) or codec.strip().lower() not in _SQ_CODECS:
-            raise UnsupportedError(
-                f"{owner}: codec must be one Milvus has an index for ('int8' -> HNSW_SQ or IVF_SQ8) with "
-                f"backend='milvus', got {codec!r}. PQ, binary, float16, int4 and truncation codecs are local only: "
-                "use backend='local' for them.")
-        if kind == "flat":
-            raise UnsupportedError(f"{owner}: codec='int8' needs index='hnsw' (HNSW_SQ) or index='ivf' (IVF_SQ8) "
-                                   "with backend='milvus', got index='flat' (Milvus has no flat SQ8 index).")
         out["codec"] = "int8"
     return out
 
