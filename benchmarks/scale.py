@@ -1,4 +1,5 @@
-"""Scale-out, part 1: streamed, resumable corpus encoding, in-process and on Ray Data (issue 14).
+"""Scale-out (issue 14): streamed, resumable corpus encoding, in-process and on Ray Data; Milvus beside the local
+collection.
 
 Measured on WordNet-BEIR slices, every run in its own process:
 
@@ -9,8 +10,18 @@ Measured on WordNet-BEIR slices, every run in its own process:
   shards encoded more than once (started before the kill and encoded again after).
 - ``encode_peak_rss_ratio_80k_vs_20k``: peak RSS of encoding 80,000 vs 20,000 documents (memory holds one shard).
 
-Milvus (the issue's second half) is not built yet: its figures are ``null``.
-Usage: ``python benchmarks/scale.py``; writes ``benchmarks/results/scale.json``.
+Milvus (``--part milvus``), on the WordNet-BEIR collection (117,659 x 384, default model, cached embeddings):
+
+- ``milvus_recall_at_10`` / ``local_recall_at_10`` and ``milvus_qps`` / ``local_qps``: the same HNSW settings
+  (M=16, efConstruction=128, ef=64) through ``Collection.search`` on Milvus Lite (embedded, ``backend="milvus"``)
+  and on the local collection, ``--nq`` test queries in one batched call (best of ``--repeats``), unfiltered; the
+  ``*_filtered_*`` figures repeat it with the 1% and 10% filters of ``benchmarks/filtered.py``. Recall is against
+  the exact top 10 (among the allowed documents). Insert throughput of both is reported as well.
+- ``milvus_contract_tests_passed``: the contract suite's Milvus cases (``tests/index/collection``, ``-k milvus``
+  and ``test_milvus.py``) run by pytest in a child process.
+
+Usage: ``python benchmarks/scale.py [--part encode|milvus|all]``; writes ``benchmarks/results/scale.json`` (a part
+replaces only its own figures, tables and notes).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, WORDNET, print_table, write_results  # noqa: E402
+from common import RESULTS, ROOT, WORDNET, print_table, write_results  # noqa: E402
 
 WORK = ROOT / ".cache" / "scale-bench"
 
@@ -79,12 +90,8 @@ def vectors(out: Path):
     return [i for p in parts for i in p[0]], np.concatenate([p[1] for p in parts])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ray-docs", type=int, default=16384)
-    parser.add_argument("--shard-size", type=int, default=2048)
-    args = parser.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
+def encode_part(args) -> tuple[dict, list, list]:
+    """Ray vs in-process throughput, identical output, resume after a kill, peak RSS at 20k and 80k documents."""
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         tmp = Path(tmp)
         corpus = slice_corpus(args.ray_docs)
@@ -129,8 +136,6 @@ def main() -> None:
         "resume_reencoded_shards": reencoded, "resume_finished_before_kill": finished,
         "encode_peak_rss_gb_20k": rss[20000]["peak_rss_gb"], "encode_peak_rss_gb_80k": rss[80000]["peak_rss_gb"],
         "encode_peak_rss_ratio_80k_vs_20k": rss[80000]["peak_rss_gb"] / rss[20000]["peak_rss_gb"],
-        "milvus_contract_tests_passed": None, "milvus_recall_at_10": None, "local_recall_at_10": None,
-        "milvus_qps": None, "local_qps": None,
     }
     tables = [print_table(f"Corpus encoding, {args.ray_docs:,} WordNet documents, shards of {args.shard_size}",
                           ["run", "texts/s", "seconds"],
@@ -141,9 +146,137 @@ def main() -> None:
                            ["ray_output_identical (cosine min)", f"{identical} ({cosine:.7f})", "true"],
                            ["resume_reencoded_shards", reencoded, "<= 1"],
                            ["encode_peak_rss_ratio_80k_vs_20k", figures["encode_peak_rss_ratio_80k_vs_20k"], "<= 1.1"]])]
-    notes = ["Milvus (Collection backend, contract suite, recall/QPS beside the local collection) is not built yet; "
-             "its figures are null."]
-    write_results("scale", figures, tables=tables, notes=notes)
+    return figures, tables, []
+
+
+MILVUS_FILTERS = [("1pct", 'domain == "noun.animal" and n_lemmas >= 3'), ("10pct", 'pos == "verb" and n_lemmas <= 2')]
+HNSW = {"M": 16, "ef_construction": 128, "ef_search": 64}
+
+
+def best_of(fn, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def milvus_part(args) -> tuple[dict, list, list]:
+    """Milvus Lite vs the local collection on WordNet: recall@10 and QPS, unfiltered and filtered; contract suite."""
+    import faiss
+    import numpy as np
+
+    from common import wordnet, wordnet_corpus_embeddings, wordnet_query_embeddings
+    from embedlab.index import Collection, Filter
+
+    contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "tests/index/collection/test_milvus.py", "tests/index/collection/test_collection.py",
+                               "tests/scale/test_transfer.py", "-k", "milvus"], cwd=ROOT, capture_output=True, text=True)
+    summary = contract.stdout.strip().splitlines()[-1] if contract.stdout.strip() else contract.stderr[-500:]
+    print("contract suite (Milvus cases):", summary)
+
+    dataset = wordnet()
+    x = wordnet_corpus_embeddings(dataset=dataset)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    _, q = wordnet_query_embeddings("test", dataset=dataset)
+    q = np.ascontiguousarray(q[: args.nq] / np.linalg.norm(q[: args.nq], axis=1, keepdims=True))
+    ids, meta = dataset.corpus_ids, dataset.metadata
+    row_of = {i: r for r, i in enumerate(ids)}
+    figures, rows = {}, []
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        cols, insert_s = {}, {}
+        for backend in ("local", "milvus"):
+            t = time.perf_counter()
+            col = Collection.create(Path(tmp) / backend, dim=x.shape[1], index="hnsw", backend=backend, **HNSW)
+            for s in range(0, len(x), 5000):
+                col.add(ids[s : s + 5000], x[s : s + 5000], metadata=meta[s : s + 5000])
+            if backend == "milvus":  # Milvus Lite builds its index in the background: wait (bounded) until it is built
+                deadline = time.monotonic() + 1800
+                while True:
+                    info = col._client.describe_index(col._name, "vector")
+                    if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= len(x):
+                        break
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"Milvus Lite did not finish its index within 30 minutes: {info}")
+                    time.sleep(2)
+                print("milvus index:", info)
+            insert_s[backend] = time.perf_counter() - t
+            cols[backend] = col
+            print(f"{backend}: {len(x) / insert_s[backend]:,.0f} vectors/s inserted (index built)")
+        for label, text in [("unfiltered", None)] + MILVUS_FILTERS:
+            if text is None:
+                allowed = np.arange(len(x))
+            else:
+                allowed = np.flatnonzero(cols["local"]._meta.evaluate(Filter.parse(text), len(x), "bench"))
+            _, pos = faiss.knn(q, x[allowed], 10, metric=faiss.METRIC_INNER_PRODUCT)
+            truth = [set(allowed[p[p >= 0]].tolist()) for p in pos]
+            result = {}
+            for backend, col in cols.items():
+                col.search(q[:10], 10, filter=text)  # warm
+                secs, hits = best_of(lambda: col.search(q, 10, filter=text), args.repeats)
+                found = [{row_of[i] for i in r if i is not None} for r in hits.ids.tolist()]
+                recall = float(np.mean([len(f & t) / max(len(t), 1) for f, t in zip(found, truth)]))
+                result[backend] = (recall, len(q) / secs)
+            suffix = "" if text is None else f"_filtered_{label}"
+            for backend in ("milvus", "local"):
+                figures[f"{backend}_recall_at_10{suffix}"] = result[backend][0]
+                figures[f"{backend}_qps{suffix}"] = result[backend][1]
+            figures[f"milvus_qps_ratio_vs_local{suffix}"] = result["milvus"][1] / result["local"][1]
+            rows.append([label, text or "-", f"{len(allowed) / len(x):.2%}", result["milvus"][0], result["local"][0],
+                         result["milvus"][1], result["local"][1], result["milvus"][1] / result["local"][1]])
+            print(rows[-1])
+        for col in cols.values():
+            col.close()
+    figures["milvus_contract_tests_passed"] = contract.returncode == 0
+    figures["milvus_contract_tests_summary"] = summary
+    figures["milvus_insert_vectors_per_s"] = len(x) / insert_s["milvus"]
+    figures["local_insert_vectors_per_s"] = len(x) / insert_s["local"]
+    tables = [print_table(f"Milvus Lite vs the local collection, WordNet-BEIR {len(x):,} x {x.shape[1]}, HNSW M=16 "
+                          f"efConstruction=128 ef=64, {len(q)} test queries per call, k=10",
+                          ["queries", "filter", "allowed", "recall@10 Milvus", "recall@10 local", "QPS Milvus",
+                           "QPS local", "QPS Milvus/local"], rows)]
+    notes = [f"Both through Collection.search (ids, scores, filter translation included); Milvus Lite {_version('milvus_lite')} "
+             f"embedded in the process (pymilvus {_version('pymilvus')}). Insert (vectors/s, index built): Milvus "
+             f"{figures['milvus_insert_vectors_per_s']:,.0f}, local {figures['local_insert_vectors_per_s']:,.0f}. "
+             f"Contract suite, Milvus cases: {summary}."]
+    return figures, tables, notes
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import version
+
+    return version(module.replace("_", "-"))
+
+
+PART_FIGURES = {"encode": ("ray_", "resume_", "encode_", "local_texts"), "milvus": ("milvus_", "local_recall", "local_qps",
+                                                                                     "local_insert")}
+PART_TABLES = {"encode": ("Corpus encoding", "Resume and memory"), "milvus": ("Milvus",)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["encode", "milvus", "all"], default="all")
+    parser.add_argument("--ray-docs", type=int, default=16384)
+    parser.add_argument("--shard-size", type=int, default=2048)
+    parser.add_argument("--nq", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    parts = ["encode", "milvus"] if args.part == "all" else [args.part]
+    path = RESULTS / "scale.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    figures = dict(old.get("figures", {}))
+    tables = list(old.get("tables", []))
+    notes = list(old.get("notes", []))
+    for part in parts:
+        got_figures, got_tables, got_notes = (encode_part if part == "encode" else milvus_part)(args)
+        figures = {k: v for k, v in figures.items() if not k.startswith(PART_FIGURES[part])} | got_figures
+        tables = [t for t in tables if not t["title"].startswith(PART_TABLES[part])] + got_tables
+        notes = [n for n in notes if not n.startswith(f"[{part}]")] + [f"[{part}] {n}" for n in got_notes]
+    notes = [n for n in notes if n.startswith(("[encode]", "[milvus]"))]
+    write_results("scale", figures, tables=tables, notes=notes, command="python benchmarks/scale.py --part encode && "
+                  "python benchmarks/scale.py --part milvus  (the same as python benchmarks/scale.py)")
 
 
 if __name__ == "__main__":
