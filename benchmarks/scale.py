@@ -173,7 +173,8 @@ def milvus_part(args) -> tuple[dict, list, list]:
     contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                "tests/index/collection/test_milvus.py", "tests/index/collection/test_collection.py",
                                "tests/scale/test_transfer.py", "-k", "milvus"], cwd=ROOT, capture_output=True, text=True)
-    summary = contract.stdout.strip().splitlines()[-1] if contract.stdout.strip() else contract.stderr[-500:]
+    summary = next((line.strip("= ") for line in reversed(contract.stdout.splitlines()) if " passed" in line),
+                   contract.stdout[-300:] + contract.stderr[-300:])
     print("contract suite (Milvus cases):", summary)
 
     dataset = wordnet()

@@ -78,7 +78,10 @@ class RayEncoder:
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)],
+        # texts in order of length: each actor's batch then holds texts of similar length, padded as little as the
+        # in-process encoder pads a whole shard it sorts itself (a batch of mixed lengths pads to its longest)
+        by_length = np.argsort(np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+        ds = ray.data.from_items([{"i": int(i), "text": texts[i]} for i in by_length],
                                  override_num_blocks=max(self.workers * 4, 1))
         out = ds.map_batches(_EncodeBatches, fn_constructor_args=self._spec, batch_size=256, batch_format="numpy",
                              concurrency=self.workers, num_cpus=0.5)

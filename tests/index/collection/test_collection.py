@@ -101,7 +101,8 @@ def test_filtered_search_respects_filter_returns_k_and_matches_exact(filled, dat
         assert len(got) == want
         assert all(mask[int(h[1:])] for h in got)
     assert recall(hits, exact_filtered(x, q, mask, 10)) >= 0.95
-    assert all(s.split("+")[0] in ("exact", "filtered_ann", "post_filter", "flat_scan", "milvus") for s in hits.strategy)
+    assert all(s.split("+")[0] in ("exact", "filtered_ann", "post_filter", "flat_scan", "milvus", "milvus_exact")
+               for s in hits.strategy)
 
 
 def test_filter_object_equals_string(filled, data):

@@ -327,3 +327,24 @@ def test_a_milvus_server_on_loopback_is_the_one_line_change(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_selective_filters_are_planned_exactly_and_broad_ones_on_the_graph(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3000, D)).astype(np.float32)
+    q = rng.standard_normal((20, D)).astype(np.float32)
+    with Collection.create(tmp_path / "m", dim=D, index="hnsw", M=8, backend="milvus") as col:
+        col.add(list(range(3000)), x, metadata=[{"g": i % 100} for i in range(3000)])
+        narrow = col.search(q, 10, filter="g == 3")  # 30 allowed: gathered and scored exactly
+        one_by_one = [col.search(q[i : i + 1], 10, filter="g < 90") for i in range(len(q))]  # no gather to share
+        assert col.search(q, 10, filter="g < 90").strategy == ("milvus_exact",) * len(q)  # 20 queries share one
+    broad = type(narrow)(np.concatenate([h.ids for h in one_by_one]), np.concatenate([h.scores for h in one_by_one]),
+                         tuple(s for h in one_by_one for s in h.strategy))
+    assert set(narrow.strategy) == {"milvus_exact"} and set(broad.strategy) <= {"milvus", "milvus+exact"}
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qu = q / np.linalg.norm(q, axis=1, keepdims=True)
+    for hits, allowed in ((narrow, np.arange(3, 3000, 100)), (broad, np.flatnonzero(np.arange(3000) % 100 < 90))):
+        truth = allowed[np.argsort(-(qu @ unit[allowed].T), axis=1)[:, :10]]
+        found = np.array(hits.ids.tolist())
+        assert np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]) >= 0.95
+        assert np.isin(found, allowed).all()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
 from pathlib import Path
@@ -53,6 +54,8 @@ from embedlab.index.search.faiss_backends import FlatIndex, HNSWIndex, IVFIndex
 from embedlab.params import check_choice, check_int
 from embedlab.types import Hits, ProgressCallback, report_progress
 
+EXACT_MAX_ROWS = 16_384  # a filtered search gathers at most this many allowed items to score them exactly here
+GATHER_COST_ROWS = 8.0  # gathering one item's vector from Milvus, in rows scored (measured order, Milvus Lite)
 MILVUS_MAX_TOPK = 16_384  # Milvus's limit on the hits of one search (limit + offset)
 MAX_FIELD_BYTES = 65_535  # Milvus's longest VARCHAR: the longest id and text
 LITE_FILE = "milvus.db"  # Milvus Lite's file inside the collection folder when uri is None
@@ -581,24 +584,13 @@ class MilvusCollection(CollectionBase):
                 raise UnsupportedError(f"{owner}: k + offset (and a multi-vector collection's candidates) must be at "
                                        f"most {MILVUS_MAX_TOPK} with backend='milvus', got {limit}. Page with a "
                                        "smaller k, or use min_score.")
-            strategy = "milvus" if self._layer is None else "milvus+rerank"
             if len(q) == 0 or not self._ready:
+                strategy = ("milvus" if self._layer is None else "milvus+rerank",) * len(q)
                 return Hits(np.full((len(q), want), None, object)[:, offset:],
-                            np.full((len(q), want), -np.inf, np.float32)[:, offset:], (strategy,) * len(q),
+                            np.full((len(q), want), -np.inf, np.float32)[:, offset:], strategy,
                             tuple([None] * k for _ in range(len(q))) if include else None)
-            fields = ["row"] if self._layer is not None else []
-            fields += [_FIELDS[name] for name in include]
-            found = self._call(owner, "search", self._name, data=q.tolist(), limit=limit, filter=expr, anns_field="vector",
-                               search_params=self._search_params(ef, limit), output_fields=fields)
-            sign = -1.0 if self.metric == "l2" else 1.0  # Milvus's L2 is the squared distance: scores are -|q - x|^2
-            hits: list[dict] = []  # every hit once; rows index it (-1: padding)
-            rows = np.full((len(q), limit), -1, np.int64)
-            scores = np.full((len(q), limit), -np.inf, np.float32)
-            for i, result in enumerate(found):
-                for j, h in enumerate(result):
-                    rows[i, j] = len(hits)
-                    scores[i, j] = sign * h["distance"]
-                    hits.append(h)
+            fields = (["row"] if self._layer is not None else []) + [_FIELDS[name] for name in include]
+            hits, rows, scores, strategy = self._candidates(q, limit, expr, ef, fields, owner)
             if self._layer is not None:  # rerank by exact MaxSim over the token rows the FDE search found
                 token_rows = np.where(rows >= 0, np.array([h["entity"]["row"] for h in hits] + [0])[rows], -1)
                 work = min(want, limit)
@@ -606,6 +598,7 @@ class MilvusCollection(CollectionBase):
                 by_token = [dict(zip(t.tolist(), r.tolist())) for t, r in zip(token_rows, rows)]
                 rows = np.array([[by_token[i].get(t, -1) if t >= 0 else -1 for t in picked[i].tolist()]
                                  for i in range(len(q))], np.int64).reshape(len(q), work)
+                strategy = [name + "+rerank" for name in strategy]
                 if work < want:
                     scores, rows = pad_hits(scores, rows, want)
             scores, rows = scores[:, :want], rows[:, :want]
@@ -620,7 +613,89 @@ class MilvusCollection(CollectionBase):
             if include:
                 payload = tuple([_item(hits[r]["entity"], include, with_id=False) if r >= 0 else None
                                  for r in q_rows.tolist()] for q_rows in rows)
-            return Hits(ids, scores.astype(np.float32, copy=False), (strategy,) * len(q), payload)
+            return Hits(ids, scores.astype(np.float32, copy=False), tuple(strategy), payload)
+
+    def _candidates(self, q: np.ndarray, limit: int, expr: str, ef: int | None, fields: list[str], owner: str):
+        """The top ``limit`` per query: ``(hits, rows, scores, strategy)``, where ``hits`` lists every hit once as
+        ``{"id", "entity": {field: value}}``, ``rows`` int64 ``[nq, limit]`` indexes it (``-1``: padding) and
+        ``scores`` are float32, higher-is-better.
+
+        A filtered search is planned as the local one is (:mod:`embedlab.index.search.planner`), from the exact
+        count of allowed items that Milvus reports: few allowed items (at most ``limit``, or too few for a graph
+        walk to be cheaper, up to :data:`EXACT_MAX_ROWS`) are gathered once per call and scored exactly here
+        (``milvus_exact``); otherwise Milvus searches with efSearch raised for the selectivity (``milvus``; faiss's
+        HNSW walk with an id selector, which Milvus Lite runs, loses recall at a fixed efSearch as the filter
+        narrows). A query that gets fewer than ``min(limit, allowed)`` hits is answered exactly (``milvus+exact``).
+        """
+        allowed = self._count(expr, owner) if expr else None
+        if allowed is not None:
+            strategy, ef = self._plan(limit, allowed, len(q), ef, owner)
+            if strategy == "exact":
+                return self._exact(q, limit, expr, fields, owner, "milvus_exact")
+        found = self._call(owner, "search", self._name, data=q.tolist(), limit=limit, filter=expr, anns_field="vector",
+                           search_params=self._search_params(ef, limit), output_fields=fields)
+        sign = -1.0 if self.metric == "l2" else 1.0  # Milvus's L2 is the squared distance: scores are -|q - x|^2
+        hits: list[dict] = []
+        rows = np.full((len(q), limit), -1, np.int64)
+        scores = np.full((len(q), limit), -np.inf, np.float32)
+        for i, result in enumerate(found):
+            for j, h in enumerate(result):
+                rows[i, j] = len(hits)
+                scores[i, j] = sign * h["distance"]
+                hits.append(h)
+        strategy = ["milvus"] * len(q)
+        got = (rows >= 0).sum(1)
+        if (got < limit).any():  # contract: k hits whenever k items pass (the count only when some query is short)
+            allowed = self._count(expr, owner) if allowed is None else allowed
+        short = np.flatnonzero(got < min(limit, allowed)) if allowed is not None else []
+        if len(short) and allowed <= EXACT_MAX_ROWS:
+            more, more_rows, more_scores, _ = self._exact(q[short], limit, expr, fields, owner, "")
+            rows[short] = np.where(more_rows >= 0, more_rows + len(hits), -1)
+            scores[short] = more_scores
+            hits.extend(more)
+            for i in short:
+                strategy[i] = "milvus+exact"
+        return hits, rows, scores, strategy
+
+    def _plan(self, limit: int, allowed: int, nq: int, ef: int | None, owner: str) -> tuple[str, int | None]:
+        """``("exact", None)`` or ``("ann", ef)`` for ``nq`` queries whose filter lets ``allowed`` items through:
+        the local planner's cost model (:func:`embedlab.index.search.planner.plan`), a gathered item costing
+        :data:`GATHER_COST_ROWS` scored rows, shared by the call's queries."""
+        from embedlab.index.search import planner
+
+        if allowed <= limit:
+            return "exact", None
+        if self.index_kind == "flat" or allowed > EXACT_MAX_ROWS:
+            return "ann", ef
+        total = max(self._count("", owner), 1)
+        exact_cost = allowed * (1 + GATHER_COST_ROWS / max(nq, 1))
+        if self.index_kind == "ivf":
+            nprobe = ef or self.index_params["nprobe"]
+            graph_cost = planner.IVF_ROW_COST * total * min(nprobe, self.index_params["nlist"]) / self.index_params["nlist"]
+            return ("exact", None) if exact_cost <= graph_cost else ("ann", ef)
+        base = ef or self.index_params["ef_search"]
+        ef_s = min(planner.MAX_EF, math.ceil(max(base, limit) * max(1.0, planner.RAISE_BELOW * total / allowed)
+                                             ** planner.RAISE_POWER))
+        graph_cost = ef_s * planner.GRAPH_COST_PER_EF * 2 * self.index_params["M"] / 32
+        return ("exact", None) if exact_cost <= graph_cost else ("ann", ef_s)
+
+    def _exact(self, q: np.ndarray, limit: int, expr: str, fields: list[str], owner: str, name: str):
+        """Every allowed item's vector gathered from Milvus (its query iterator, in batches) and the top ``limit``
+        scored exactly (:func:`~embedlab.index.search.planner.exact_rows`), in :meth:`_candidates`' form."""
+        from embedlab.index.search import planner
+
+        want = ["id", "vector"] + [f for f in fields if f != "vector"]
+        it = self._call(owner, "query_iterator", self._name, batch_size=4096, filter=expr, output_fields=want)
+        items: list[dict] = []
+        try:
+            while batch := it.next():
+                items.extend(batch)
+        finally:
+            it.close()
+        vectors = np.asarray([i["vector"] for i in items], np.float32).reshape(len(items), self._vdim)
+        scores, rows = planner.exact_rows(q, vectors, np.arange(len(items)), limit, self.metric)
+        hits = [{"id": i["id"], "entity": {f: i[f] for f in fields}} for i in items]
+        return hits, rows, scores, [name] * len(q)
 
     def plan(self, *args, **kwargs) -> dict:
         """Not available: Milvus plans filtered searches itself (the local backend's planner does not apply)."""
