@@ -151,6 +151,7 @@ def encode_part(args) -> tuple[dict, list, list]:
 
 MILVUS_FILTERS = [("1pct", 'domain == "noun.animal" and n_lemmas >= 3'), ("10pct", 'pos == "verb" and n_lemmas <= 2')]
 HNSW = {"M": 16, "ef_construction": 128, "ef_search": 64}
+SCHEMA = {"pos": "str", "domain": "str", "n_lemmas": "int", "n_examples": "int"}  # declared: typed Milvus columns
 
 
 def best_of(fn, repeats: int):
@@ -170,7 +171,7 @@ def milvus_part(args) -> tuple[dict, list, list]:
     from common import wordnet, wordnet_corpus_embeddings, wordnet_query_embeddings
     from embedlab.index import Collection, Filter
 
-    contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    contract = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",  # addopts holds -q
                                "tests/index/collection/test_milvus.py", "tests/index/collection/test_collection.py",
                                "tests/scale/test_transfer.py", "-k", "milvus"], cwd=ROOT, capture_output=True, text=True)
     summary = next((line.strip("= ") for line in reversed(contract.stdout.splitlines()) if " passed" in line),
@@ -189,10 +190,12 @@ def milvus_part(args) -> tuple[dict, list, list]:
         cols, insert_s = {}, {}
         for backend in ("local", "milvus"):
             t = time.perf_counter()
-            col = Collection.create(Path(tmp) / backend, dim=x.shape[1], index="hnsw", backend=backend, **HNSW)
+            col = Collection.create(Path(tmp) / backend, dim=x.shape[1], index="hnsw", backend=backend, schema=SCHEMA,
+                                    **HNSW)
             for s in range(0, len(x), 5000):
                 col.add(ids[s : s + 5000], x[s : s + 5000], metadata=meta[s : s + 5000])
-            if backend == "milvus":  # Milvus Lite builds its index in the background: wait (bounded) until it is built
+            if backend == "milvus":  # seal the in-memory rows (brute force until flushed), then wait (bounded) for
+                col.flush()          # the background index build
                 deadline = time.monotonic() + 1800
                 while True:
                     info = col._client.describe_index(col._name, "vector")

@@ -43,10 +43,11 @@ def encode(
             raise InvalidInputError("embedlab encode: --corpus needs --out DIR and no INPUT / --output, got "
                                     f"out={out}, input={input}, output={output}.")
         from embedlab.scale import encode_corpus
+        from embedlab.scale.encode import MAX_TOKENS
 
         encoder = load_encoder(model, backend=backend, precision=precision, threads=threads)
-        result = encode_corpus(encoder, corpus, out, shard_size=shard_size, batch_size=batch_size, ray=ray,
-                               show_progress=True)
+        result = encode_corpus(encoder, corpus, out, shard_size=shard_size, batch_size=batch_size,
+                               max_tokens=max_tokens or MAX_TOKENS, ray=ray, show_progress=True)
         emit(result, fmt, "encode")
         return
     if input is None or output is None:

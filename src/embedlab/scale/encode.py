@@ -32,11 +32,18 @@ def chunked(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+MAX_TOKENS = 4096  # padded tokens per forward pass: the peak activation memory, whatever the corpus's longest texts
+
+
 def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: int = 4096, batch_size: int = 64,
-                  ray: Any = None, progress: ProgressCallback | None = None, show_progress: bool | None = None) -> dict:
+                  max_tokens: int | None = MAX_TOKENS, ray: Any = None, progress: ProgressCallback | None = None,
+                  show_progress: bool | None = None) -> dict:
     """Encode the corpus at ``corpus`` into shards under ``out``, resuming a run that stopped; returns
     ``{"shards", "encoded_shards", "skipped_shards", "rows", "dim", "out"}``.
 
+    ``batch_size`` texts and at most ``max_tokens`` padded tokens per forward pass (:meth:`Encoder.encode
+    <embedlab.models.encoder.Encoder.encode>`): the cap keeps a batch of long texts as small in memory as one of
+    short texts, so peak memory does not grow with the longest text a bigger corpus happens to hold.
     ``ray``: ``None`` (in-process), ``"local"`` (start a local Ray cluster) or a Ray address; ``progress(done_rows,
     -1)`` is called after each shard and may return ``False`` to cancel (:class:`CancelledError`; finished shards
     stay finished)."""
@@ -51,7 +58,7 @@ def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: i
     if ray is not None:
         from embedlab.scale.ray_encode import RayEncoder
 
-        runner = RayEncoder(encoder, ray, batch_size=batch_size)
+        runner = RayEncoder(encoder, ray, batch_size=batch_size, max_tokens=max_tokens)
     else:
         runner = None
     from tqdm.auto import tqdm
@@ -66,7 +73,7 @@ def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: i
             if todo:
                 texts = [r.text for _, chunk in todo for r in chunk]
                 vectors = (runner.encode(texts) if runner is not None
-                           else encoder.encode(texts, batch_size=batch_size, show_progress=False))
+                           else encoder.encode(texts, batch_size=batch_size, max_tokens=max_tokens, show_progress=False))
                 start = 0
                 for index, chunk in todo:
                     part = vectors[start : start + len(chunk)]

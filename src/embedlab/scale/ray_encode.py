@@ -37,7 +37,8 @@ def start_local(num_cpus: int | None = None) -> None:
 class _EncodeBatches:
     """The Ray Data UDF: one encoder per actor, refused if it is not the driver's model (same fingerprint)."""
 
-    def __init__(self, source: str, backend: str, precision: str, batch_size: int, fingerprint: str) -> None:
+    def __init__(self, source: str, backend: str, precision: str, batch_size: int, max_tokens: int | None,
+                 fingerprint: str) -> None:
         from embedlab.models import Encoder
 
         self.encoder = Encoder.load(source, backend=backend, precision=precision, threads=1)
@@ -45,10 +46,11 @@ class _EncodeBatches:
             raise InvalidInputError(f"encode_corpus: the Ray workers loaded {source} as model "
                                     f"{self.encoder.fingerprint}, got a driver encoder {fingerprint}. Save the "
                                     "encoder (Encoder.save) and encode with the saved folder.")
-        self.batch_size = batch_size
+        self.batch_size, self.max_tokens = batch_size, max_tokens
 
     def __call__(self, batch: dict) -> dict:
-        vectors = self.encoder.encode(list(batch["text"]), batch_size=self.batch_size, show_progress=False)
+        vectors = self.encoder.encode(list(batch["text"]), batch_size=self.batch_size, max_tokens=self.max_tokens,
+                                      show_progress=False)
         return {"i": batch["i"], "vector": vectors}
 
 
@@ -57,13 +59,14 @@ class RayEncoder:
 
     window = WINDOW_SHARDS
 
-    def __init__(self, encoder, address: str, *, batch_size: int = 64, workers: int = 2) -> None:
+    def __init__(self, encoder, address: str, *, batch_size: int = 64, max_tokens: int | None = None,
+                 workers: int = 2) -> None:
         try:
             import ray
         except ImportError:
             raise InvalidInputError("encode_corpus: ray= needs Ray Data: pip install 'ray[data]'.") from None
         self._ray = ray
-        self._spec = (str(encoder.source), encoder.backend.value, encoder.precision.value, batch_size,
+        self._spec = (str(encoder.source), encoder.backend.value, encoder.precision.value, batch_size, max_tokens,
                       encoder.fingerprint)
         self.workers = workers
         self._owns = not ray.is_initialized()

@@ -45,16 +45,22 @@ def _items(n=240, seed=0):
     return rng.standard_normal((n, D)).astype(np.float32), out
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """The same items in a local collection and a Milvus one."""
+SCHEMA = {"s": "str", "n": "int", "f": "float", "b": "bool", "tags": "list[str]"}
+
+
+@pytest.fixture(scope="module", params=["typed", "json"])
+def pair(request, tmp_path_factory):
+    """The same items in a local collection and a Milvus one, whose fields are declared (typed columns) or not
+    (one JSON field; the types are inferred from the first batch, as locally)."""
     root = tmp_path_factory.mktemp("pair")
     x, meta = _items()
-    schema = {"s": "str", "n": "int", "f": "float", "b": "bool", "tags": "list[str]"}
+    schema = SCHEMA if request.param == "typed" else None
     cols = [Collection.create(root / name, dim=D, index="flat", schema=schema, **extra)
             for name, extra in (("local", {}), ("milvus", {"backend": "milvus"}))]
     for c in cols:
         c.add([f"d{i:03d}" for i in range(len(x))], x, metadata=meta)
+    assert cols[0].schema == cols[1].schema == SCHEMA
+    assert bool(cols[1]._columns) == (request.param == "typed")
     yield cols
     for c in cols:
         c.close()
