@@ -263,6 +263,16 @@ class MilvusCollection(CollectionBase):
                     self._client.load_collection(self._name, timeout=self._timeout)
         self._stamp = stamp
 
+    def _record(self, manifest: dict, prepared) -> None:
+        """Save ``manifest`` when it changed and type the batch's new and widened fields in memory."""
+        if manifest == self._manifest:
+            return
+        self._save_manifest(manifest)
+        for name, ftype in prepared.new_fields.items():
+            self._meta.add_field(name, ftype)
+        for name in prepared.widened:
+            self._meta.widen(name)
+
     def _save_manifest(self, manifest: dict) -> None:
         storage.write_manifest(self.path, manifest)
         self._manifest = manifest
@@ -380,12 +390,7 @@ class MilvusCollection(CollectionBase):
             if self._layer is not None:
                 self._layer.append(start, payload)  # tokens first, then the row counter, then Milvus (see module doc)
                 manifest["rows"] = start + n
-            if manifest != self._manifest:
-                self._save_manifest(manifest)
-                for name, ftype in prepared.new_fields.items():
-                    self._meta.add_field(name, ftype)
-                for name in prepared.widened:
-                    self._meta.widen(name)
+            self._record(manifest, prepared)
             if self._layer is not None:
                 self._layer.open(start + n, 0)
             if not self._ready:
@@ -457,12 +462,7 @@ class MilvusCollection(CollectionBase):
             _check_values(merged, self._columns, owner)
             manifest = dict(self._manifest,
                             schema={**self._meta.schema, **prepared.new_fields, **{f: "float" for f in prepared.widened}})
-            if manifest != self._manifest:
-                self._save_manifest(manifest)
-                for name, ftype in prepared.new_fields.items():
-                    self._meta.add_field(name, ftype)
-                for name in prepared.widened:
-                    self._meta.widen(name)
+            self._record(manifest, prepared)
             self._put(owner, [dict(r, vector=np.asarray(r["vector"], np.float32), **self._split(m))
                               for r, m in zip(rows, merged)], upsert=True)
 
