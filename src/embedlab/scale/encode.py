@@ -10,6 +10,7 @@ shards per Ray Data pass.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 from pathlib import Path
@@ -102,7 +103,9 @@ def encode_corpus(encoder, corpus: str | Path, out: str | Path, *, shard_size: i
 MMAP_THRESHOLD = 4 << 20  # allocations above this come from mmap, and go back to the OS when freed
 
 
+@functools.cache
 def _glibc():
+    """glibc through ctypes (looked up once: ``find_library`` runs ``ldconfig``), or ``None`` elsewhere."""
     import ctypes
     import ctypes.util
 

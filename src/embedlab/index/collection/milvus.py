@@ -263,8 +263,11 @@ class MilvusCollection(CollectionBase):
                     self._client.load_collection(self._name, timeout=self._timeout)
         self._stamp = stamp
 
-    def _record(self, manifest: dict, prepared) -> None:
-        """Save ``manifest`` when it changed and type the batch's new and widened fields in memory."""
+    def _record(self, prepared, **changes: Any) -> None:
+        """Save the manifest with the batch's new and widened fields (and ``changes``) when that changes it, and type
+        those fields in memory."""
+        schema = {**self._meta.schema, **prepared.new_fields, **{f: "float" for f in prepared.widened}}
+        manifest = dict(self._manifest, schema=schema, **changes)
         if manifest == self._manifest:
             return
         self._save_manifest(manifest)
@@ -384,13 +387,12 @@ class MilvusCollection(CollectionBase):
                     "Use upsert to replace them, or delete them first.")
             if n == 0:
                 return
-            manifest = dict(self._manifest, id_kind=kind,
-                            schema={**self._meta.schema, **prepared.new_fields, **{f: "float" for f in prepared.widened}})
             start = int(self._manifest.get("rows", 0))
+            changes: dict[str, Any] = {"id_kind": kind}
             if self._layer is not None:
                 self._layer.append(start, payload)  # tokens first, then the row counter, then Milvus (see module doc)
-                manifest["rows"] = start + n
-            self._record(manifest, prepared)
+                changes["rows"] = start + n
+            self._record(prepared, **changes)
             if self._layer is not None:
                 self._layer.open(start + n, 0)
             if not self._ready:
@@ -460,9 +462,7 @@ class MilvusCollection(CollectionBase):
             rows = [current[i] for i in ids]
             merged = operations.merge_updates([self._join(r) for r in rows], metadata, prepared.rows, replace)
             _check_values(merged, self._columns, owner)
-            manifest = dict(self._manifest,
-                            schema={**self._meta.schema, **prepared.new_fields, **{f: "float" for f in prepared.widened}})
-            self._record(manifest, prepared)
+            self._record(prepared)
             self._put(owner, [dict(r, vector=np.asarray(r["vector"], np.float32), **self._split(m))
                               for r, m in zip(rows, merged)], upsert=True)
 
