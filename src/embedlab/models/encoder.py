@@ -25,8 +25,10 @@ import torch
 
 from embedlab.errors import ConflictError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
+from embedlab.models.alignment import Alignment, folder_space
 from embedlab.models.batching import Batch, length_groups, token_batches
 from embedlab.models.folder import (
+    find_prebuilt_onnx,
     folder_head,
     load_pretrained,
     read_folder,
@@ -58,13 +60,15 @@ class Encoder:
     sentence-transformers. ``token_projection`` (a bias-free ``torch.nn.Linear``, see
     :mod:`embedlab.models.token_projection`) maps the token vectors of :meth:`encode_tokens`.
     ``warn_truncation``: warn (once, then it turns ``False``) when texts are cut to ``max_length``; a caller that
-    reports truncation itself, such as the server, sets it ``False``.
+    reports truncation itself, such as the server, sets it ``False``. ``alignment`` (an
+    :class:`~embedlab.models.alignment.Alignment`, saved with the model) says which other model's index its
+    queries may search, and how (:attr:`space` is its own space).
     """
 
     def __init__(self, runtime: Runtime, tokenizer, *, max_length: int, normalize_module: bool = True,
                  do_lower_case: bool = False, source: str = "", include_prompt: bool = True,
                  token_projection: torch.nn.Linear | None = None, prompts: dict[str, str] | None = None,
-                 default_prompt_name: str | None = None) -> None:
+                 default_prompt_name: str | None = None, alignment: Alignment | None = None) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -78,6 +82,8 @@ class Encoder:
         self.token_projection = token_projection
         self.prompts = dict(prompts or {})  # name -> text, saved with the model (encode(prompt_name=...))
         self.default_prompt_name = default_prompt_name
+        self.alignment = alignment
+        self._space: str | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -92,6 +98,7 @@ class Encoder:
         precision: str | Precision = "fp32",
         threads: int | None = None,
         cache_dir: str | os.PathLike | None = None,
+        tokenizer: str | os.PathLike | None = None,
     ) -> "Encoder":
         """Load a bundled model (default: all-MiniLM-L6-v2), a sentence-transformers folder or a transformers folder.
 
@@ -105,11 +112,25 @@ class Encoder:
         :mod:`embedlab.models.runtime.onnx`). ``threads`` is the number of intra-op CPU threads used while
         encoding (default: torch's own setting for the torch backend, every core this process may
         use for ONNX).
+
+        A *prebuilt* ONNX model (a ``.onnx`` file, a folder holding one but no ``config.json``, or the bundled
+        ``"paraphrase-MiniLM-L3-v2"``) loads with ``backend="onnx"``: the graph's token states are pooled by
+        ``pooling`` (default mean; see :class:`~embedlab.models.runtime.onnx.PrebuiltOnnxRuntime`) and
+        ``tokenizer`` names the folder (or bundled model) whose tokenizer it was trained with, when the ONNX
+        file's folder has none.
         """
         backend = check_choice(backend, list(Backend), "Encoder.load", "backend")
         precision = check_choice(precision, list(Precision), "Encoder.load", "precision")
         check_int(threads, "Encoder.load", "threads", allow_none=True)
         override = Pooling.parse(pooling) if pooling is not None else None
+        prebuilt = find_prebuilt_onnx(name_or_path)
+        if prebuilt is not None:
+            return cls._load_prebuilt(prebuilt, backend=backend, precision=precision, pooling=override,
+                                      device=device, max_length=max_length, threads=threads, tokenizer=tokenizer,
+                                      cache_dir=cache_dir)
+        if tokenizer is not None:
+            raise InvalidInputError(f"Encoder.load: tokenizer must be None for a model folder (it holds its own), got "
+                                    f"{str(tokenizer)!r}. tokenizer= is for prebuilt ONNX files without one.")
         path = resolve_model_path(name_or_path)
         folder = read_folder(path, override)
         pooling_mode = folder.pooling
@@ -124,10 +145,49 @@ class Encoder:
             runtime, tokenizer, length = _load_torch(folder, pooling_mode, device=device, max_length=max_length,
                                                      precision=precision, cache_dir=cache_dir, threads=threads)
         projection = read_token_projection(path, int(runtime.config.hidden_size))
+        dim = int(getattr(runtime, "dim", None) or runtime.config.hidden_size)
         return cls(runtime, tokenizer, max_length=length, normalize_module=folder.normalize,
                    do_lower_case=folder.do_lower_case, source=str(path), include_prompt=folder.include_prompt,
                    token_projection=None if projection is None else projection.to(device),
-                   prompts=folder.prompts, default_prompt_name=folder.default_prompt_name)
+                   prompts=folder.prompts, default_prompt_name=folder.default_prompt_name,
+                   alignment=Alignment.read(path, dim))
+
+    @classmethod
+    def _load_prebuilt(cls, prebuilt, *, backend: Backend, precision: Precision, pooling: Pooling | None,
+                       device: str, max_length: int | None, threads: int | None, tokenizer,
+                       cache_dir) -> "Encoder":
+        """The encoder of a prebuilt ONNX file (see :meth:`load`)."""
+        from transformers import AutoTokenizer
+
+        from embedlab.models.runtime.onnx import PrebuiltOnnxRuntime
+        from embedlab.models.runtime.onnx_export import import_onnxruntime
+
+        where = str(prebuilt.file)
+        if backend is not Backend.ONNX:
+            raise UnsupportedError(f"Encoder.load: backend must be 'onnx' for the prebuilt ONNX model {where!r}, got "
+                                   f"{backend.value!r}. Pass backend='onnx' (it has no torch weights to train).")
+        if precision is not Precision.FP32 or device != "cpu" or cache_dir is not None:
+            raise UnsupportedError(f"Encoder.load: a prebuilt ONNX model runs as it was built (fp32, cpu, no cache), "
+                                   f"got precision={precision.value!r}, device={device!r}, cache_dir={cache_dir!r}. "
+                                   "Drop those options.")
+        source = tokenizer if tokenizer is not None else prebuilt.tokenizer
+        if source is None:
+            raise ModelNotFoundError(f"Encoder.load: the prebuilt ONNX model {where!r} needs a tokenizer, got a folder "
+                                     "without tokenizer files. Pass tokenizer= the folder (or bundled model name) whose "
+                                     "tokenizer the model was trained with.")
+        folder = resolve_model_path(source)
+        backbone = read_folder(folder).backbone if (folder / "modules.json").exists() else folder
+        try:
+            tok = AutoTokenizer.from_pretrained(str(backbone), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"Encoder.load: tokenizer must name a folder with a tokenizer, got "
+                                     f"{str(source)!r}: {exc}") from None
+        import_onnxruntime()
+        runtime = PrebuiltOnnxRuntime(prebuilt.file, pooling=pooling or Pooling.MEAN, threads=threads)
+        limit = min(512, int(getattr(tok, "model_max_length", 512) or 512))
+        length = max_length if max_length is not None else (prebuilt.max_length or limit)
+        check_int(length, "Encoder.load", "max_length", high=limit)
+        return cls(runtime, tok, max_length=length, normalize_module=False, source=where)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -163,6 +223,25 @@ class Encoder:
         if self.token_projection is not None:
             return int(self.token_projection.out_features)
         return int(self.config.hidden_size)
+
+    @property
+    def space(self) -> str:
+        """This encoder's own embedding space (see :mod:`embedlab.models.alignment`): the hash of its model folder
+        and pooling, whatever the runtime or precision; for weights changed in memory (training), of the weights.
+        :attr:`alignment` may make it acceptable for the index of another space too."""
+        if self._space is None:
+            source = Path(self.source) if self.source else None
+            self._space = (folder_space(source, self.pooling.value) if source is not None and source.exists()
+                           else f"weights-{self.fingerprint}")
+        return self._space
+
+    def modified(self, folder: str | os.PathLike | None = None) -> None:
+        """Say that the weights changed in memory (training does): cache keys and :attr:`space` are recomputed;
+        the space becomes that of ``folder`` when the changed model was saved there."""
+        self._fingerprint = None
+        self._space = None if folder is None else folder_space(Path(folder), self.pooling.value)
+        if folder is None:
+            self._space = f"weights-{self.fingerprint}"
 
     @property
     def num_layers(self) -> int:
@@ -507,6 +586,8 @@ class Encoder:
                          default_prompt_name=self.default_prompt_name)
             if self.token_projection is not None:
                 write_token_projection(tmp, self.token_projection)
+            if self.alignment is not None:
+                self.alignment.write(tmp)
         return path
 
 

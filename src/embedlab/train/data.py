@@ -4,7 +4,8 @@ A batch is a ``dict[str, list]`` of columns, in one of two kinds:
 
 - contrastive: ``{"anchor": [str] * b, "positive": [str] * b}`` and optionally ``"negative": [[str] * k] * b``
   (``k`` hard negatives per row, the same ``k`` for every row of a data set);
-- scored: ``{"sentence1": [str] * b, "sentence2": [str] * b, "score": [float] * b}``.
+- scored: ``{"sentence1": [str] * b, "sentence2": [str] * b, "score": [float] * b}``;
+- texts: ``{"text": [str] * b}``, unlabelled texts (distillation: :mod:`embedlab.train.distill`).
 
 The column names are sentence-transformers' (``anchor`` / ``positive`` / ``negative`` or ``negative_1``,
 ``negative_2``, ...; ``sentence1`` / ``sentence2`` / ``score``), so its users' JSON-lines files load as they are.
@@ -32,11 +33,13 @@ from embedlab.params import check_choice, check_int
 
 CONTRASTIVE = ("anchor", "positive", "negative")
 SCORED = ("sentence1", "sentence2", "score")
-TEXT_COLUMNS = {"contrastive": ("anchor", "positive", "negative"), "scored": ("sentence1", "sentence2")}
+TEXTS = ("text",)
+TEXT_COLUMNS = {"contrastive": ("anchor", "positive", "negative"), "scored": ("sentence1", "sentence2"),
+                "texts": TEXTS}
 SAMPLING = ("proportional", "round_robin")
 # the name a column's prompt is saved under with the trained model (Encoder.encode(prompt_name=...))
 PROMPT_NAMES = {"anchor": "query", "positive": "document", "negative": "document", "sentence1": "sentence",
-                "sentence2": "sentence"}
+                "sentence2": "sentence", "text": "text"}
 STATE_VERSION = 1
 
 
@@ -132,6 +135,16 @@ class PairDataset:
             raise InvalidInputError(f"PairDataset.from_beir: split must judge at least one document relevant "
                                     f"(score > 0), got none in {split!r} of {folder}. Pick another split.")
         return cls({"anchor": anchors, "positive": positives}, prompts=prompts, source=f"{folder}:{split}")
+
+    @classmethod
+    def from_texts(cls, texts, *, prompts: Mapping[str, str] | None = None, source: str = "") -> "PairDataset":
+        """Unlabelled texts (the ``texts`` kind, column ``text``), duplicates dropped, first occurrences in order."""
+        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+            raise InvalidInputError(f"PairDataset.from_texts: texts must be a list of str, got {type(texts).__name__}.")
+        texts = list(texts)
+        if all(isinstance(t, str) for t in texts):  # else the column check names the bad row
+            texts = list(dict.fromkeys(texts))
+        return cls({"text": texts}, prompts=prompts, source=source)
 
     @classmethod
     def from_sts(cls, folder: str | os.PathLike, split: str, *,
@@ -246,9 +259,11 @@ def _check_columns(columns: dict, owner: str) -> tuple[str, dict]:
         kind, order = "contrastive", CONTRASTIVE
     elif keys == set(SCORED):
         kind, order = "scored", SCORED
+    elif keys == set(TEXTS):
+        kind, order = "texts", TEXTS
     else:
-        raise InvalidInputError(f"{owner}: columns must be anchor, positive[, negative] (contrastive) or "
-                                f"sentence1, sentence2, score (scored), got {sorted(keys)}. "
+        raise InvalidInputError(f"{owner}: columns must be anchor, positive[, negative] (contrastive), "
+                                f"sentence1, sentence2, score (scored) or text (texts), got {sorted(keys)}. "
                                 "Rename the columns; a data set without positives or scores has no labels to train on.")
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) != 1:

@@ -87,6 +87,8 @@ def fit(
     metric: str | None = None,
     progress: ProgressCallback | None = None,
     show_progress: bool | None = None,
+    old_encoder=None,
+    compat_weight: float = 1.0,
 ) -> TrainResult:
     """Train ``encoder`` in place on ``batches`` and return a :class:`TrainResult`.
 
@@ -111,6 +113,10 @@ def fit(
     before stay, nothing else is written). ``show_progress`` draws a bar with the loss and pairs/s (default: when
     stderr is a terminal). A NaN or infinite loss or gradient raises :class:`NonFiniteLossError` naming the step.
     The encoder's ``threads`` (``Encoder.load(..., threads=)``) is the intra-op thread count while training.
+
+    ``old_encoder`` (backward-compatible training, :class:`~embedlab.train.compat.BackwardCompatible`): every
+    contrastive loss gets ``compat_weight`` times the InfoNCE of the new queries against the old model's vectors of
+    the documents, and the trained encoder records the old model's space (its queries may search the old index).
     """
     from embedlab.models.runtime import Backend
 
@@ -118,6 +124,10 @@ def fit(
         raise UnsupportedError(f"{_OWNER}: encoder must be an Encoder loaded with backend='torch', got "
                                f"{getattr(encoder, 'backend', type(encoder).__name__)!r}. Load it with backend='torch'.")
     loss_map = _check_losses(losses)
+    if old_encoder is not None:
+        from embedlab.train.compat import BackwardCompatible
+
+        loss_map = {name: BackwardCompatible(loss, old_encoder, compat_weight) for name, loss in loss_map.items()}
     total = _total_steps(batches, steps, epochs)
     lr = _check_float(lr, "lr", low=0.0, low_open=True)
     weight_decay = _check_float(weight_decay, "weight_decay", low=0.0)
@@ -169,7 +179,7 @@ def fit(
     training = {name: m.training for name, m in modules.items()}
     saved_rng = rng_state(device)
     started, pairs, train_seconds = time.perf_counter(), 0, 0.0
-    bar = None
+    bar, saved = None, None
     threads = contextlib.ExitStack()
     threads.enter_context(encoder.runtime.running())  # the encoder's intra-op thread count holds for training too
     try:
@@ -235,8 +245,15 @@ def fit(
             module.eval()
         if hasattr(batches, "model_prompts"):  # saved with the model: inference applies what training used
             encoder.prompts.update(batches.model_prompts())
+        if old_encoder is not None:  # saved with the model: the old index accepts its queries
+            from embedlab.models.alignment import Alignment
+
+            encoder.alignment = Alignment(space=old_encoder.space, model=old_encoder.source or repr(old_encoder),
+                                          method="compatible", fit={"compat_weight": float(compat_weight),
+                                                                    "steps": int(state["step"])})
         if out is not None:
             write_final(encoder, out)
+            saved = out
     finally:
         if bar is not None:
             bar.close()
@@ -244,7 +261,7 @@ def fit(
             module.train(training[name])
         set_rng_state(saved_rng, device)
         threads.close()
-        encoder._fingerprint = None  # the weights changed: caches keyed by the old fingerprint must not match
+        encoder.modified(saved)  # the weights changed: caches keyed by the old fingerprint must not match
     return TrainResult(steps=state["step"], losses=tuple(state["losses"]), evaluations=tuple(state["evaluations"]),
                        best=state["best"], out=out, last_checkpoint=state["last"], resumed_from=resumed_from,
                        pairs=pairs, seconds=time.perf_counter() - started,

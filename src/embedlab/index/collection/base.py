@@ -2,8 +2,14 @@
 
 :class:`~embedlab.index.collection.collection.Collection` (a local folder) and
 :class:`~embedlab.index.collection.milvus.MilvusCollection` (Milvus behind the same API) both derive from
-:class:`CollectionBase`; it needs ``dim``, ``metric``, ``_manifest`` (its ``"encoder"``), ``_encoder_obj`` and
-``_layer`` (the multi-vector layer or ``None``).
+:class:`CollectionBase`; it needs ``dim``, ``metric``, ``_manifest`` (its ``"encoder"`` and ``"space"``),
+``_encoder_obj``, ``_query_alignment`` and ``_layer`` (the multi-vector layer or ``None``).
+
+A collection created with an encoder records the encoder's embedding space (:attr:`Encoder.space
+<embedlab.models.Encoder.space>`). Opened with another encoder, it accepts one of the same space for everything,
+and one *aligned* to its space (a distilled student, a compatibly trained or a mapped model; see
+:mod:`embedlab.models.alignment`) for queries only, mapping their vectors when the alignment has a map; any other
+is refused with both models named, unless ``allow_foreign_encoder=True``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlab.errors import InvalidInputError
+from embedlab.errors import ConflictError, InvalidInputError
 from embedlab.index.collection.inputs import check_vectors, prepare_vectors, warnings_at_caller
 
 
@@ -42,10 +48,19 @@ class CollectionBase:
         nq = arr.shape[0] if arr.ndim >= 1 else 0
         return prepare_vectors(check_vectors(arr, nq, self.dim, owner, "queries"), self.metric, owner, "queries")
 
-    def _encode(self, texts: list[str], owner: str) -> np.ndarray:
+    def _encode(self, texts: list[str], owner: str, role: str = "queries") -> np.ndarray:
+        """``texts`` as vectors of the collection's space: ``role`` is ``"queries"`` (an aligned encoder's map is
+        applied) or ``"documents"`` (stored; an encoder aligned for queries only is refused)."""
         encoder = self._load_encoder(owner)
+        alignment = getattr(self, "_query_alignment", None)
+        if alignment is not None and role == "documents":
+            raise ConflictError(
+                f"{owner}: texts to store must be encoded by the collection's own model {self.encoder_name!r}, got "
+                f"{encoder.source!r}, which is aligned to it ({alignment.method}) for queries only. Add vectors "
+                "encoded by the collection's model, or open the collection without encoder=.")
         with warnings_at_caller():  # the truncation warning names the caller's line, not this file
-            return encoder.encode(texts)
+            vectors = encoder.encode(texts)
+        return vectors if alignment is None else alignment.apply(vectors)
 
     def _load_encoder(self, owner: str):
         if self._encoder_obj is None:
@@ -57,7 +72,15 @@ class CollectionBase:
                     "encoder=... (CLI: --model).")
             from embedlab.models import Encoder
 
-            self._encoder_obj = Encoder.load(name)
+            encoder = Encoder.load(name)
+            space = self._manifest.get("space")
+            if space is not None and encoder.space != space:
+                raise ConflictError(
+                    f"{owner}: the collection's model {name!r} must still be the model that encoded it (space "
+                    f"{space}), got a folder whose files changed (space {encoder.space}): its vectors would not match "
+                    "the stored ones. Re-index with the new model, or open with encoder= (and allow_foreign_encoder="
+                    "True to search anyway).")
+            self._encoder_obj = encoder
         return self._encoder_obj
 
     @property
@@ -88,6 +111,50 @@ def pad_hits(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 def encoder_spec(encoder: Any, dim: int, owner: str) -> tuple[str | None, Any]:
     """``(name stored in the manifest, encoder object or None)`` after checking the encoder's width."""
+    name, obj = _resolve_encoder(encoder, owner)
+    if obj is not None:
+        _check_width(obj.dim, dim, owner, "")
+    return name, obj
+
+
+def open_encoder(encoder: Any, manifest: dict, owner: str, allow_foreign: bool = False) -> tuple[Any, Any]:
+    """``(encoder object, alignment to apply to its queries or None)`` for a collection opened with ``encoder``
+    (see the module docstring for what is accepted). ``(None, None)`` when ``encoder`` is None."""
+    name, obj = _resolve_encoder(encoder, owner)
+    if obj is None:
+        return None, None
+    space, dim = manifest.get("space"), int(manifest["dim"])
+    if space is None or obj.space == space:
+        _check_width(obj.dim, dim, owner, "")
+        return obj, None
+    alignment = obj.alignment
+    if alignment is not None and alignment.space == space:
+        if manifest.get("layer") is not None:
+            raise ConflictError(f"{owner}: a multi-vector collection must be searched with its own model "
+                                f"{manifest.get('encoder')!r}, got {name!r}, which is aligned to it for pooled "
+                                "vectors only. Open it with its own model.")
+        _check_width(alignment.dim or obj.dim, dim, owner, " after its alignment map")
+        return obj, alignment
+    if allow_foreign:
+        _check_width(obj.dim, dim, owner, "")
+        return obj, None
+    aligned = ("records no alignment" if alignment is None
+               else f"is aligned to {alignment.model!r} (space {alignment.space}) instead")
+    raise ConflictError(
+        f"{owner}: encoder must produce vectors in the space of the collection's model {manifest.get('encoder')!r} "
+        f"(space {space}), got {name!r} (space {obj.space}), which is neither that model nor aligned to it (it "
+        f"{aligned}). Use the collection's model; or align this one to it (embedlab.train.compat.align) or distil a "
+        "student from it (embedlab.train.distill); or pass allow_foreign_encoder=True to search anyway.")
+
+
+def _check_width(width: int, dim: int, owner: str, after: str) -> None:
+    if width != dim:
+        raise InvalidInputError(f"{owner}: encoder must produce dim={dim} vectors{after}, got an encoder of width "
+                                f"{width}. Create the collection with dim=encoder.dim, or use an encoder (or map) "
+                                "of that width.")
+
+
+def _resolve_encoder(encoder: Any, owner: str) -> tuple[str | None, Any]:
     if encoder is None:
         return None, None
     if isinstance(encoder, (str, os.PathLike)):
@@ -100,7 +167,4 @@ def encoder_spec(encoder: Any, dim: int, owner: str) -> tuple[str | None, Any]:
             raise InvalidInputError(f"{owner}: encoder must have a source folder to store in the manifest, got {encoder!r}.")
     else:
         raise InvalidInputError(f"{owner}: encoder must be a model name, a folder or an Encoder, got {type(encoder).__name__}.")
-    if obj.dim != dim:
-        raise InvalidInputError(f"{owner}: encoder must produce dim={dim} vectors, got an encoder of width {obj.dim}. "
-                                "Create the collection with dim=encoder.dim.")
     return name, obj

@@ -19,7 +19,7 @@ import numpy as np
 from embedlab.errors import ConflictError, DataFormatError, InvalidInputError, UnsupportedError
 from embedlab.files import replacing
 from embedlab.index.collection import integrity, leases, operations, storage
-from embedlab.index.collection.base import CollectionBase, encoder_spec, pad_hits
+from embedlab.index.collection.base import CollectionBase, encoder_spec, open_encoder, pad_hits
 from embedlab.index.collection.inputs import (
     MAX_K, MAX_RESULTS, METRICS, check_ef, check_ids, check_k, check_results, check_texts, check_vectors,
     prepare_vectors, warnings_at_caller)
@@ -50,7 +50,8 @@ class Collection(CollectionBase):
     """
 
     # ------------------------------------------------------------------ construction
-    def __init__(self, folder: Path, manifest: dict, *, readonly: bool, encoder: Any = None) -> None:
+    def __init__(self, folder: Path, manifest: dict, *, readonly: bool, encoder: Any = None,
+                 query_alignment: Any = None) -> None:
         self.path = folder
         self._manifest = manifest
         self.dim: int = manifest["dim"]
@@ -60,6 +61,7 @@ class Collection(CollectionBase):
         self.index_params: dict = manifest["index_params"]
         self._readonly = readonly
         self._encoder_obj = encoder
+        self._query_alignment = query_alignment  # set: the encoder is another model's, aligned for queries only
         self._mutex = threading.RLock()
         self._lock = WriterLock(folder)
         self._lease = leases.Lease(folder)  # on the generation the snapshot uses (see .leases)
@@ -140,7 +142,8 @@ class Collection(CollectionBase):
             with db.transaction():
                 db.add_fields(schema)
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
-                        "index_params": params, "encoder": encoder_name, "schema": schema}
+                        "index_params": params, "encoder": encoder_name,
+                        "space": None if encoder_obj is None else encoder_obj.space, "schema": schema}
             if multivector is not False and multivector is not None:
                 options = {} if multivector is True else multivector
                 manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
@@ -153,18 +156,23 @@ class Collection(CollectionBase):
         return cls(folder, manifest, readonly=False, encoder=encoder_obj)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, readonly: bool = False, encoder: Any = None) -> "Collection":
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False, encoder: Any = None,
+             allow_foreign_encoder: bool = False) -> "Collection":
         """Open an existing collection. ``readonly=True`` never takes the writer lock (writes then raise);
-        ``encoder`` overrides the model named in the manifest (same width required)."""
+        ``encoder`` overrides the model named in the manifest for ``texts=``: a model of the collection's space, or one
+        aligned to it for queries only (a distilled student, a compatibly trained or mapped model; its map is applied
+        to the queries). Any other is a :class:`~embedlab.errors.ConflictError` naming both models, unless
+        ``allow_foreign_encoder=True`` (same width required)."""
         folder = integrity.check_path(path, "Collection.open")
         manifest = storage.read_manifest(folder)
         if manifest.get("backend") == "milvus":
             from embedlab.index.collection.milvus import MilvusCollection
 
-            return MilvusCollection.open(folder, manifest, readonly=readonly, encoder=encoder)
+            return MilvusCollection.open(folder, manifest, readonly=readonly, encoder=encoder,
+                                         allow_foreign_encoder=allow_foreign_encoder)
         integrity.check_manifest(manifest, folder)
-        enc = encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
-        return cls(folder, manifest, readonly=readonly, encoder=enc)
+        enc, alignment = open_encoder(encoder, manifest, "Collection.open", allow_foreign_encoder)
+        return cls(folder, manifest, readonly=readonly, encoder=enc, query_alignment=alignment)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.count()} items"
@@ -306,7 +314,7 @@ class Collection(CollectionBase):
                 if vectors is None:
                     if texts is None:
                         raise InvalidInputError(f"{owner}: vectors or texts must be given, got neither.")
-                    vectors = self._encode(texts, owner) if n else np.zeros((0, self.dim), np.float32)
+                    vectors = self._encode(texts, owner, "documents") if n else np.zeros((0, self.dim), np.float32)
                 vecs = prepare_vectors(check_vectors(vectors, n, self.dim, owner), self.metric, owner)
             prepared = self._meta.prepare(metadata, n, owner)
             existing = self._mirror.existing(ids)

@@ -46,7 +46,7 @@ from embedlab.errors import (ConflictError, DataFormatError, InvalidInputError, 
                              UnsupportedError)
 from embedlab.files import replacing
 from embedlab.index.collection import operations, storage
-from embedlab.index.collection.base import CollectionBase, encoder_spec, pad_hits
+from embedlab.index.collection.base import CollectionBase, encoder_spec, open_encoder, pad_hits
 from embedlab.index.collection.inputs import (METRICS, check_ef, check_ids, check_k, check_results, check_texts,
                                               check_vectors, prepare_vectors, warnings_at_caller)
 from embedlab.index.collection.layer import create_layer, load_layer
@@ -141,7 +141,7 @@ class MilvusCollection(CollectionBase):
     backend = "milvus"
 
     def __init__(self, folder: Path, manifest: dict, *, readonly: bool, encoder: Any = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, query_alignment: Any = None) -> None:
         self.path = folder
         self._manifest = manifest
         self.dim, self.metric = int(manifest["dim"]), manifest["metric"]
@@ -149,6 +149,7 @@ class MilvusCollection(CollectionBase):
         self.index_kind, self.index_params = manifest["index"], manifest["index_params"]
         self._readonly = readonly
         self._encoder_obj = encoder
+        self._query_alignment = query_alignment  # set: the encoder is another model's, aligned for queries only
         self._mutex = threading.RLock()
         self._lock = WriterLock(folder)
         self._closed = False
@@ -208,7 +209,8 @@ class MilvusCollection(CollectionBase):
                 client.close()
         folder.parent.mkdir(parents=True, exist_ok=True)
         manifest = {"format_version": storage.FORMAT_VERSION, "backend": "milvus", "dim": dim, "metric": metric,
-                    "index": index, "index_params": params, "encoder": encoder_name, "schema": schema,
+                    "index": index, "index_params": params, "encoder": encoder_name,
+                    "space": None if encoder_obj is None else encoder_obj.space, "schema": schema,
                     "declared": sorted(schema), "id_kind": None, "timeout_s": timeout,
                     "columns": {f: f"m_{f}" for f in sorted(schema) if _COLUMN.fullmatch(f)},
                     "milvus": {"uri": uri, "collection": name}}
@@ -223,13 +225,14 @@ class MilvusCollection(CollectionBase):
         return cls(folder, manifest, readonly=False, encoder=encoder_obj, timeout=timeout)
 
     @classmethod
-    def open(cls, folder: Path, manifest: dict, *, readonly: bool, encoder: Any) -> "MilvusCollection":
+    def open(cls, folder: Path, manifest: dict, *, readonly: bool, encoder: Any,
+             allow_foreign_encoder: bool = False) -> "MilvusCollection":
         keys = {"dim", "metric", "index", "index_params", "milvus", "schema"}
         if not keys <= set(manifest) or not isinstance(manifest.get("milvus"), dict):
             raise DataFormatError(f"Collection.open: {folder / storage.MANIFEST} must be a Milvus collection manifest "
                                   f"with {sorted(keys)}, got keys {sorted(manifest)}. Restore the manifest.")
-        enc = encoder_spec(encoder, manifest["dim"], "Collection.open")[1] if encoder is not None else None
-        return cls(folder, manifest, readonly=readonly, encoder=enc)
+        enc, alignment = open_encoder(encoder, manifest, "Collection.open", allow_foreign_encoder)
+        return cls(folder, manifest, readonly=readonly, encoder=enc, query_alignment=alignment)
 
     def __repr__(self) -> str:
         where = self._uri or f"Milvus Lite {self._address()}"
@@ -376,7 +379,7 @@ class MilvusCollection(CollectionBase):
                 if vectors is None:
                     if texts is None:
                         raise InvalidInputError(f"{owner}: vectors or texts must be given, got neither.")
-                    vectors = self._encode(texts, owner) if n else np.zeros((0, self.dim), np.float32)
+                    vectors = self._encode(texts, owner, "documents") if n else np.zeros((0, self.dim), np.float32)
                 vecs = prepare_vectors(check_vectors(vectors, n, self.dim, owner), self.metric, owner)
             prepared = self._meta.prepare(metadata, n, owner)
             _check_lengths(ids, texts, owner)

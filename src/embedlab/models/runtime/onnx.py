@@ -263,3 +263,87 @@ class OnnxRuntime:
         if not include_prompt:
             payload.append("exclude-prompt")
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- a prebuilt ONNX file
+class PrebuiltOnnxRuntime:
+    """One padded batch through an ONNX file built elsewhere (e.g. a model shipped as ``model.onnx`` in a package).
+
+    The graph must take ``input_ids`` and ``attention_mask`` (and optionally ``token_type_ids``), int64 ``[b, t]``,
+    and have exactly one float output of rank 3, the token states ``[b, t, d]``; embedlab pools them itself with
+    ``pooling`` (any pooled output of the graph is not used, so the pooling is always the one asked for). No
+    graph changes, no quantisation (``precision`` is fp32) and no intermediate layers. ``config`` holds
+    ``hidden_size`` (read from the output) and ``num_hidden_layers`` (counted from the graph's layer norms:
+    two per BERT block plus the embeddings', 0 when the graph has another shape).
+    """
+
+    backend = Backend.ONNX
+    precision = Precision.FP32
+    per_layer = False
+
+    def __init__(self, onnx_path: str | os.PathLike, *, pooling: Pooling, threads: int | None = None) -> None:
+        import onnx
+
+        self.onnx_path = Path(onnx_path)
+        self.pooling = pooling
+        self.threads = threads
+        self.session = make_session(self.onnx_path, threads or default_threads())
+        names = [i.name for i in self.session.get_inputs()]
+        unknown = sorted(set(names) - {"input_ids", "attention_mask", "token_type_ids"})
+        if unknown or not {"input_ids", "attention_mask"} <= set(names):
+            raise UnsupportedError(
+                f"Encoder.load: a prebuilt ONNX model must take input_ids and attention_mask (and optionally "
+                f"token_type_ids), got inputs {names} in {self.onnx_path}. Export the model with those inputs.")
+        self._input_names = names
+        tokens = [o for o in self.session.get_outputs() if o.type == "tensor(float)" and len(o.shape) == 3]
+        if len(tokens) != 1:
+            raise UnsupportedError(
+                f"Encoder.load: a prebuilt ONNX model must have exactly one float output of rank 3 (the token states "
+                f"[b, t, d]), got {[(o.name, o.type, o.shape) for o in self.session.get_outputs()]} in "
+                f"{self.onnx_path}. Export the model's last hidden state as an output.")
+        self._output = tokens[0].name
+        width = tokens[0].shape[-1]
+        if not isinstance(width, int):
+            probe = {"input_ids": np.array([[101, 102]], np.int64), "attention_mask": np.ones((1, 2), np.int64),
+                     "token_type_ids": np.zeros((1, 2), np.int64)}
+            width = int(self._session_run(probe).shape[-1])
+        graph = onnx.load(str(self.onnx_path), load_external_data=False).graph
+        norms = sum(node.op_type in ("LayerNormalization", "SkipLayerNormalization") for node in graph.node)
+        layers = (norms - 1) // 2 if norms % 2 == 1 else 0
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(hidden_size=int(width), num_hidden_layers=int(layers), model_type="onnx")
+        self.dim = int(width)
+        self._sha256 = _file_sha256(self.onnx_path)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def running(self) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+    def _session_run(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self._output], {k: features[k] for k in self._input_names})[0]
+
+    def token_states(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
+        """Token states, float32 ``[b, t, d]``, for one padded batch."""
+        if layer is not None:
+            raise UnsupportedError(f"PrebuiltOnnxRuntime.token_states: layer must be None (a prebuilt graph gives "
+                                   f"its last layer only), got {layer!r}.")
+        return self._session_run(features)
+
+    def embed(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
+        """Pooled, unnormalised float32 ``[b, d]`` for one padded batch (int64 arrays ``[b, t]``)."""
+        from embedlab.models.pooling import pool
+
+        hidden = torch.from_numpy(self.token_states(features, layer))
+        mask = torch.from_numpy(np.asarray(features.get(POOLING_MASK, features["attention_mask"])))
+        return pool(hidden, mask, self.pooling).numpy()
+
+    def fingerprint(self, *, max_length: int, do_lower_case: bool, vocab_size: int,
+                    include_prompt: bool = True) -> str:
+        """sha256 of the ONNX file, the pooling and the text settings, 16 hex."""
+        payload = [self._sha256, "prebuilt", self.pooling.value, max_length, do_lower_case, vocab_size,
+                   include_prompt]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]

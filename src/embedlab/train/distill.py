@@ -1,0 +1,187 @@
+"""Distillation into a teacher's space: LEAF (Vujanic & Rueckstiess 2025, "LEAF: Knowledge Distillation of Text
+Embedding Models with Teacher-Aligned Representations").
+
+A small *student* is trained to reproduce a *teacher*'s embeddings of the same texts: no labels, no negatives,
+only the teacher's vectors as targets (MSE, and optionally a cosine term). Because the student lands in the
+teacher's space, its query vectors search an index the teacher built (asymmetric retrieval: the cheap model on
+the hot path, the documents encoded once by the good one). The student records the teacher's space
+(:class:`~embedlab.models.alignment.Alignment`, method ``"distilled"``), which is what lets a collection built by
+the teacher accept it for queries.
+
+- :func:`truncated_student`: the teacher's first ``layers`` transformer blocks (LEAF's and DistilBERT's
+  initialisation), or pass any smaller torch :class:`~embedlab.models.Encoder` as the student;
+- :func:`teacher_targets`: the teacher's raw (unnormalised) vectors of the texts, computed once and cached on disk
+  keyed by the teacher's fingerprint and the texts' hash (:mod:`embedlab.models.cache`);
+- :class:`Distillation`: the loss, ``mse * mean_i ||s_i - t_i||^2 + cosine * mean_i (1 - cos(s_i, t_i))`` over the
+  student's pooled vectors ``s [b, d]`` and the targets ``t [b, d]``;
+- :func:`distill`: the three together through :func:`embedlab.train.fit.fit`.
+
+Each model tokenises its own text, so the teacher and student may have different tokenizers. A student narrower
+than its teacher gets a trainable linear map (a bias-free Dense head) to the teacher's width.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from embedlab.errors import InvalidInputError, UnsupportedError
+from embedlab.models.alignment import Alignment
+from embedlab.params import check_int
+from embedlab.train.data import Batches, PairDataset, prompt_for
+from embedlab.train.fit import TrainResult, fit
+from embedlab.train.losses import _columns, _positive_float, embed
+
+_OWNER = "distill"
+
+
+def _torch_encoder(encoder, owner: str, role: str):
+    from embedlab.models.runtime import Backend
+
+    if getattr(encoder, "backend", None) is not Backend.TORCH:
+        raise UnsupportedError(f"{owner}: the {role} must be an Encoder loaded with backend='torch', got "
+                               f"{getattr(encoder, 'backend', type(encoder).__name__)!r}. Load it with backend='torch'.")
+    return encoder
+
+
+def truncated_student(teacher, layers: int):
+    """A student made of ``teacher``'s embeddings, its first ``layers`` transformer blocks, pooling and head (a
+    copy: training it leaves the teacher as it is). ``teacher`` is a torch :class:`~embedlab.models.Encoder`;
+    ``layers`` must be below the teacher's depth (an equal depth is a copy, not a student)."""
+    from embedlab.models import Encoder
+    from embedlab.models.runtime.torch import TorchRuntime, _transformer_blocks
+
+    owner = "truncated_student"
+    _torch_encoder(teacher, owner, "teacher")
+    depth = teacher.num_layers
+    if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers < depth:
+        raise InvalidInputError(f"{owner}: layers must be an int in [1, {depth - 1}] (fewer than the teacher's {depth} "
+                                f"blocks), got {layers!r}. A student is shallower than its teacher.")
+    model = copy.deepcopy(teacher.model)
+    blocks = _transformer_blocks(model, depth)
+    if blocks is None:
+        raise UnsupportedError(f"{owner}: the teacher's blocks must be found to truncate them, got a "
+                               f"{type(model).__name__} without encoder.layer / layers / h. Pass a smaller model "
+                               "as the student instead.")
+    del blocks[layers:]
+    model.config.num_hidden_layers = layers
+    head = copy.deepcopy(teacher.runtime.head)
+    runtime = TorchRuntime(model, pooling=teacher.pooling, threads=teacher.threads, head=head)
+    return Encoder(runtime, teacher.tokenizer, max_length=teacher.max_length,
+                   normalize_module=teacher.normalize_module, do_lower_case=teacher.do_lower_case,
+                   source="", include_prompt=teacher.include_prompt, prompts=teacher.prompts,
+                   default_prompt_name=teacher.default_prompt_name)
+
+
+def widen(student, dim: int) -> None:
+    """Append a trainable, bias-free linear map ``student.dim -> dim`` (a Dense head module, identity activation,
+    initialised to the first ``student.dim`` rows of the identity) to ``student``'s head, in place."""
+    from embedlab.models.head import Dense, Head
+
+    runtime = _torch_encoder(student, "widen", "student")
+    dense = Dense(student.dim, dim, bias=False, activation="Identity")
+    with torch.no_grad():
+        dense.linear.weight.copy_(torch.eye(dim, student.dim))
+    modules = list(runtime.head) if runtime.head is not None else []
+    runtime.head = Head(*modules, dense.to(student.device))
+    runtime.dim = dim
+    student.modified()
+
+
+def teacher_targets(teacher, texts: Sequence[str], *, cache: str | os.PathLike | None | bool = None,
+                    batch_size: int = 64, show_progress: bool | None = None) -> np.ndarray:
+    """The teacher's raw (unnormalised, no prompt) vectors of ``texts``, float32 ``[n, d]``, rows in order.
+
+    ``cache``: a folder for :func:`~embedlab.models.cache.cached_encode` (None: its default, ``$EMBEDLAB_CACHE`` or
+    ``.cache/embeddings``; False: no cache). Any runtime may serve as teacher (ONNX is the fastest on CPU)."""
+    options = {"normalize": False, "batch_size": batch_size, "show_progress": show_progress}
+    if cache is False:
+        return teacher.encode(list(texts), **options)
+    from embedlab.models.cache import cached_encode
+
+    return cached_encode(teacher, list(texts), root=cache, normalize=False, batch_size=batch_size)
+
+
+class Distillation(torch.nn.Module):
+    """The LEAF loss (see the module docstring) over batches of the ``texts`` kind (column ``text``).
+
+    ``texts [n]`` and ``targets [n, d]`` (float32, :func:`teacher_targets`) are the teacher's vectors of every text
+    the batches may hold; ``mse`` and ``cosine`` weigh the two terms (at least one positive)."""
+
+    def __init__(self, texts: Sequence[str], targets: np.ndarray, *, mse: float = 1.0, cosine: float = 0.0) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        targets = np.asarray(targets)
+        if targets.ndim != 2 or targets.shape[0] != len(texts) or not np.isfinite(targets).all():
+            raise InvalidInputError(f"{owner}: targets must be finite floats of shape ({len(texts)}, d), one row per "
+                                    f"text, got shape {targets.shape}. Compute them with teacher_targets(texts).")
+        for name, value in (("mse", mse), ("cosine", cosine)):
+            if value != 0:
+                _positive_float(value, owner, name)
+        if not (mse > 0 or cosine > 0):
+            raise InvalidInputError(f"{owner}: mse or cosine must be positive, got mse={mse!r} and cosine={cosine!r}.")
+        self.mse, self.cosine = float(mse), float(cosine)
+        self._rows = {t: i for i, t in enumerate(texts)}
+        self.register_buffer("targets", torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)),
+                             persistent=False)
+
+    def forward(self, encoder, batch) -> torch.Tensor:
+        owner = f"{type(self).__name__}.forward"
+        _columns(batch, ("text",), owner)
+        texts = list(batch["text"])
+        missing = next((t for t in texts if t not in self._rows), None)
+        if missing is not None:
+            raise InvalidInputError(f"{owner}: every text must have a teacher target, got {missing[:80]!r} without "
+                                    "one. Build the loss with the texts the batches are drawn from.")
+        target = self.targets[torch.as_tensor([self._rows[t] for t in texts])]
+        student = embed(encoder, texts, prompt_for(batch, "text"))
+        if student.shape[1] != target.shape[1]:
+            raise InvalidInputError(f"{owner}: the student must produce the teacher's width {target.shape[1]}, got "
+                                    f"{student.shape[1]}. Use distill(), which adds a linear map, or widen(student, "
+                                    f"{target.shape[1]}).")
+        loss = student.new_zeros(())
+        if self.mse:
+            loss = loss + self.mse * (student - target).pow(2).sum(dim=1).mean()
+        if self.cosine:
+            loss = loss + self.cosine * (1 - torch.nn.functional.cosine_similarity(student, target, dim=1)).mean()
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"texts={len(self._rows)}, mse={self.mse}, cosine={self.cosine}"
+
+
+def distill(teacher, student, texts: Sequence[str], *, steps: int, batch_size: int = 64, lr: float = 1e-4,
+            mse: float = 1.0, cosine: float = 0.0, seed: int = 0, out: str | os.PathLike | None = None,
+            cache: str | os.PathLike | None | bool = None, show_progress: bool | None = None,
+            **fit_options) -> TrainResult:
+    """Distil ``teacher`` into ``student`` (a torch :class:`~embedlab.models.Encoder`, e.g. :func:`truncated_student`)
+    on ``texts`` (documents and queries alike, unlabelled) for ``steps`` optimiser steps; the student is trained in
+    place and records the teacher's space. ``out`` (a run folder, as in :func:`~embedlab.train.fit.fit`) receives the
+    student; other ``fit_options`` go to :func:`~embedlab.train.fit.fit` (``evaluate=``, ``checkpoint_every=`` ...).
+
+    A student deeper than its teacher is an error; a narrower one is given a linear map to the teacher's width
+    (:func:`widen`)."""
+    _torch_encoder(student, _OWNER, "student")
+    if student.num_layers > teacher.num_layers:
+        raise InvalidInputError(f"{_OWNER}: the student must not be deeper than its teacher, got {student.num_layers} "
+                                f"layers against the teacher's {teacher.num_layers}. Use truncated_student(teacher, "
+                                "layers) or a smaller model.")
+    check_int(batch_size, _OWNER, "batch_size")
+    data = PairDataset.from_texts(texts, source="distillation texts")
+    if len(data) < batch_size:
+        raise InvalidInputError(f"{_OWNER}: texts must hold at least batch_size={batch_size} distinct texts, got "
+                                f"{len(data)}. Pass more texts or a smaller batch_size.")
+    unique = data.batch(range(len(data)))["text"]
+    targets = teacher_targets(teacher, unique, cache=cache, batch_size=batch_size, show_progress=show_progress)
+    if student.dim != targets.shape[1]:
+        widen(student, int(targets.shape[1]))
+    student.alignment = Alignment(space=teacher.space, model=teacher.source or repr(teacher), method="distilled",
+                                  fit={"teacher_fingerprint": teacher.fingerprint, "texts": len(unique), "steps": steps})
+    loss = Distillation(unique, targets, mse=mse, cosine=cosine)
+    return fit(student, Batches(data, batch_size, seed=seed), loss, steps=steps, lr=lr, seed=seed,
+               out=Path(out) if out is not None else None, show_progress=show_progress, **fit_options)
