@@ -83,7 +83,7 @@ def widen(student, dim: int) -> None:
     initialised to the first ``student.dim`` rows of the identity) to ``student``'s head, in place."""
     from embedlab.models.head import Dense, Head
 
-    runtime = _torch_encoder(student, "widen", "student")
+    runtime = _torch_encoder(student, "widen", "student").runtime
     dense = Dense(student.dim, dim, bias=False, activation="Identity")
     with torch.no_grad():
         dense.linear.weight.copy_(torch.eye(dim, student.dim))

@@ -1,0 +1,119 @@
+"""LEAF distillation: truncated students, the loss, teacher-target caching and the alignment record."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from embedlab.errors import InvalidInputError
+from embedlab.models import Encoder
+from embedlab.train.distill import Distillation, distill, teacher_targets, truncated_student, widen
+
+from .conftest import WORDS
+
+TEXTS = [" ".join(p) for p in itertools.islice(itertools.permutations(WORDS[:12], 3), 0, 1056, 11)]  # 96, distinct
+
+
+def test_truncated_student_keeps_the_first_blocks_and_leaves_the_teacher_alone(tiny_encoder):
+    student = truncated_student(tiny_encoder, 1)
+    assert student.num_layers == 1 and tiny_encoder.num_layers == 2
+    texts = TEXTS[:5]
+    # the student's output is the teacher's hidden state after block 1, pooled: the same computation
+    np.testing.assert_allclose(student.encode(texts), tiny_encoder.encode(texts, layers=1), atol=1e-5)
+    with torch.no_grad():
+        student.model.encoder.layer[0].output.dense.weight.mul_(3.0)
+    assert not np.allclose(student.encode(texts), tiny_encoder.encode(texts, layers=1), atol=1e-3)
+
+
+@pytest.mark.parametrize("layers", [0, 2, 3, True, "1"])
+def test_truncated_student_must_be_shallower(tiny_encoder, layers):
+    with pytest.raises(InvalidInputError, match=r"layers must be an int in \[1, 1\]"):
+        truncated_student(tiny_encoder, layers)
+
+
+def test_loss_is_mse_plus_cosine_of_the_targets(tiny_encoder):
+    targets = np.random.default_rng(0).normal(size=(len(TEXTS), tiny_encoder.dim)).astype(np.float32)
+    loss = Distillation(TEXTS, targets, mse=0.5, cosine=2.0)
+    batch = {"text": TEXTS[3:7]}
+    value = loss(tiny_encoder, batch)
+    s = tiny_encoder.forward(tiny_encoder.tokenize(TEXTS[3:7])).detach()
+    t = torch.from_numpy(targets[3:7])
+    expect = 0.5 * ((s - t) ** 2).sum(1).mean() + 2.0 * (1 - torch.nn.functional.cosine_similarity(s, t)).mean()
+    assert value.requires_grad and abs(float(value.detach()) - float(expect)) < 1e-4
+
+
+def test_loss_rejects_unknown_texts_bad_targets_and_weights(tiny_encoder):
+    targets = np.zeros((len(TEXTS), tiny_encoder.dim), np.float32)
+    with pytest.raises(InvalidInputError, match="must have a teacher target"):
+        Distillation(TEXTS, targets)(tiny_encoder, {"text": ["never seen"]})
+    with pytest.raises(InvalidInputError, match="one row per text"):
+        Distillation(TEXTS, targets[:3])
+    with pytest.raises(InvalidInputError, match="mse or cosine must be positive"):
+        Distillation(TEXTS, targets, mse=0, cosine=0)
+    with pytest.raises(InvalidInputError, match="batch must have columns"):
+        Distillation(TEXTS, targets)(tiny_encoder, {"anchor": ["a"], "positive": ["b"]})
+
+
+def test_teacher_targets_are_cached_by_fingerprint_and_texts(tiny_encoder, tmp_path, monkeypatch):
+    first = teacher_targets(tiny_encoder, TEXTS, cache=tmp_path)
+    assert first.shape == (len(TEXTS), tiny_encoder.dim) and len(list(tmp_path.glob("*.npy"))) == 1
+    np.testing.assert_allclose(first, tiny_encoder.encode(TEXTS, normalize=False), atol=1e-5)  # raw vectors
+    monkeypatch.setattr(tiny_encoder, "encode", lambda *a, **k: pytest.fail("a cached run must not encode"))
+    np.testing.assert_array_equal(teacher_targets(tiny_encoder, TEXTS, cache=tmp_path), first)
+
+
+def test_distill_learns_the_teacher_space_and_records_it(tiny_encoder, tmp_path):
+    teacher = tiny_encoder
+    student = truncated_student(teacher, 1)
+    with torch.no_grad():  # moved away from the teacher, so there is something to learn
+        student.model.encoder.layer[0].output.dense.weight.normal_(0, 0.3)
+    for module in student.model.modules():  # no dropout: the loss then measures the distance itself
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    target = teacher.encode(TEXTS, normalize=False)
+
+    def distance() -> float:
+        return float(np.mean(((student.encode(TEXTS, normalize=False) - target) ** 2).sum(1)))
+
+    before = distance()
+    result = distill(teacher, student, TEXTS, steps=30, batch_size=16, lr=1e-3, out=tmp_path / "run",
+                     cache=tmp_path / "cache")
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) and distance() < 0.5 * before
+    assert student.alignment.space == teacher.space and student.alignment.method == "distilled"
+    loaded = Encoder.load(tmp_path / "run")
+    assert loaded.num_layers == 1 and loaded.alignment == student.alignment  # read back as written
+    assert loaded.space == student.space  # the saved folder is the trained student
+    np.testing.assert_allclose(loaded.encode(TEXTS[:4]), student.encode(TEXTS[:4]), atol=1e-5)
+
+
+def test_a_narrower_student_with_its_own_tokenizer_gets_a_map_to_the_teacher_width(encoder, tiny_path, tmp_path):
+    student = Encoder.load(tiny_path)  # 32-d, its own vocabulary; the teacher is the 384-d default model
+    assert student.dim == 32 and len(student.tokenizer) != len(encoder.tokenizer)
+    result = distill(encoder, student, TEXTS, steps=3, batch_size=16, cache=False)
+    assert result.steps == 3 and student.dim == encoder.dim == student.encode(TEXTS[:2]).shape[1]
+    assert student.alignment.space == encoder.space
+
+
+def test_a_student_deeper_than_its_teacher_is_refused(tiny_encoder, tiny_path):
+    shallow = truncated_student(tiny_encoder, 1)
+    with pytest.raises(InvalidInputError, match="must not be deeper than its teacher, got 2 layers against the "
+                                                "teacher's 1"):
+        distill(shallow, Encoder.load(tiny_path), TEXTS, steps=1, cache=False)
+
+
+def test_too_few_texts_for_a_batch(tiny_encoder):
+    with pytest.raises(InvalidInputError, match="at least batch_size=64 distinct texts, got 3"):
+        distill(tiny_encoder, truncated_student(tiny_encoder, 1), ["a", "b", "a", "c"], steps=1, cache=False)
+
+
+def test_widen_starts_as_a_padding_identity(tiny_encoder):
+    student = truncated_student(tiny_encoder, 1)
+    before = student.encode(TEXTS[:3], normalize=False)
+    widen(student, 48)
+    after = student.encode(TEXTS[:3], normalize=False)
+    assert after.shape == (3, 48)
+    np.testing.assert_allclose(after[:, :32], before, atol=1e-5)
+    assert np.abs(after[:, 32:]).max() == 0
