@@ -40,14 +40,16 @@ _NOT_MODEL_FILES = {RECORD, MAP_FILE, "README.md"}
 
 def folder_space(path: str | Path, pooling: str) -> str:
     """The space of the model in folder ``path`` pooled by ``pooling``: sha256 of its files (paths and bytes; run
-    checkpoints, ONNX builds, README and the alignment record left out) and the pooling, 16 hex."""
+    checkpoints, ONNX builds, README and the alignment record left out; a file path: its bytes) and the pooling,
+    16 hex."""
     path = Path(path)
     h = hashlib.sha256(b"space-v1\0" + pooling.encode())
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.name not in _NOT_MODEL_FILES
         and not _NOT_MODEL & set(p.relative_to(path).parts[:-1]))
     for f in files:
-        h.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+        if f != path:  # a single file (a prebuilt ONNX model) is its bytes, whatever its name
+            h.update(str(f.relative_to(path)).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -88,9 +90,14 @@ class Alignment:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(out, dtype=np.float32)
 
-    def write(self, folder: Path) -> None:
-        """Write the record (and map) into the model ``folder`` being saved."""
-        from safetensors.numpy import save_file
+    def write(self, folder: str | Path) -> None:
+        """Write the record (and map) into the model ``folder`` (each file written aside, then renamed into place;
+        the map first, so a record never names a missing map)."""
+        from safetensors.numpy import save
+
+        from embedlab.files import atomic_write
+
+        folder = Path(folder)
 
         record = {"space": self.space, "model": self.model, "method": self.method, "fit": self.fit,
                   "map": None if self.weight is None else {"file": MAP_FILE, "bias": self.bias is not None}}
@@ -98,8 +105,8 @@ class Alignment:
             tensors = {"weight": np.ascontiguousarray(self.weight, dtype=np.float32)}
             if self.bias is not None:
                 tensors["bias"] = np.ascontiguousarray(self.bias, dtype=np.float32)
-            save_file(tensors, str(folder / MAP_FILE))
-        (folder / RECORD).write_text(json.dumps(record, indent=2))
+            atomic_write(folder / MAP_FILE, save(tensors))
+        atomic_write(folder / RECORD, json.dumps(record, indent=2).encode())
 
     @classmethod
     def read(cls, folder: Path, own_dim: int) -> "Alignment | None":
@@ -122,7 +129,7 @@ class Alignment:
                         bias is not None and bias.shape != (weight.shape[0],)):
                     raise ValueError(f"map of shape {weight.shape} (bias {None if bias is None else bias.shape}) "
                                      f"for a model of width {own_dim}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # json, safetensors (its own error type) and the shape checks
             raise DataFormatError(f"Encoder.load: {file} must hold an alignment record (space, model, method and an "
                                   f"optional map of shape (d, {own_dim})), got an error reading it: {exc}. Re-run "
                                   "the alignment (embedlab.train.compat.align) or delete the file.") from None

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from embedlab.errors import ConflictError, InvalidInputError, UnsupportedError
+from embedlab.errors import ConflictError, InvalidInputError, ModelNotFoundError, UnsupportedError
 from embedlab.files import replacing
 from embedlab.models.alignment import Alignment, folder_space
 from embedlab.models.batching import Batch, length_groups, token_batches

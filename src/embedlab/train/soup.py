@@ -7,8 +7,9 @@ Algorithm 1 for the greedy soup), as KaLM-Embedding-V2 and NV-Retriever merge th
   metric does not drop (so the greedy soup is never worse on dev than the best single checkpoint).
 
 Checkpoints must share one architecture (the same parameter names and shapes, config and tokenizer vocabulary)
-and one base: fine-tunes of one model stay close in weight space, so each checkpoint's weights must have a cosine
-of at least :data:`SAME_BASE_COSINE` with the first's (models trained from different initialisations are near 0).
+and one base: fine-tunes of one model stay close in weight space, so each checkpoint's weight matrices (each
+centred on its mean, so that layer norms' ones do not count) must have a cosine of at least :data:`SAME_BASE_COSINE`
+with the first's (models trained from different initialisations are near 0).
 One checkpoint gives itself (a copy), whatever the method.
 """
 
@@ -75,9 +76,9 @@ def _check_same(encoders: list, states: list[dict]) -> None:
             raise ConflictError(f"{_OWNER}: checkpoints must share one architecture, got checkpoint {i} "
                                 f"({enc.source!r}) differing from checkpoint 0 ({first.source!r}) in {what}. Soup "
                                 "only fine-tunes of one base model.")
-        floats = [k for k, v in ref.items() if v.is_floating_point()]
-        a = torch.cat([ref[k].flatten().double() for k in floats])
-        b = torch.cat([state[k].flatten().double() for k in floats])
+        matrices = [k for k, v in ref.items() if v.is_floating_point() and v.ndim >= 2]
+        a = torch.cat([(ref[k] - ref[k].mean()).flatten().double() for k in matrices])
+        b = torch.cat([(state[k] - state[k].mean()).flatten().double() for k in matrices])
         cosine = float(a @ b / (a.norm() * b.norm()).clamp(min=1e-12))
         if cosine < SAME_BASE_COSINE:
             raise ConflictError(f"{_OWNER}: checkpoints must be fine-tunes of one base, got checkpoint {i} "
