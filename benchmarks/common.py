@@ -158,3 +158,32 @@ def wordnet_query_embeddings(split: str = "test", encoder=None, dataset=None) ->
     dataset = dataset or wordnet()
     ids, texts, _ = dataset.split(split)
     return ids, cached_encode(encoder, texts, root=CACHE, batch_size=BATCH_SIZE)
+
+
+# ---------------------------------------------------------------- experiments kept between runs
+def kept_experiments(work: Path, names: list[str], known: list[str], run, *, fresh: bool = False) -> dict:
+    """``{name: result}``: each of ``names`` run by ``run(name) -> dict`` (in a child process, say), unless
+    ``work/<name>.json`` holds its kept result and not ``fresh``; a run's folder ``work/<name>`` is cleared first and its
+    result kept with its date and commit, so an interrupted benchmark resumes with the next experiment. Kept results
+    of the other ``known`` experiments are added, for the report."""
+    import shutil
+    import time
+
+    work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in names:
+        kept = work / f"{name}.json"
+        if kept.exists() and not fresh:
+            results[name] = json.loads(kept.read_text())
+            print(f"{name}: kept result from {results[name]['date']} (commit {results[name]['commit']})", flush=True)
+            continue
+        print(f"{name}: running", flush=True)
+        shutil.rmtree(work / name, ignore_errors=True)
+        payload = run(name)
+        payload.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=git_commit())
+        kept.write_text(json.dumps(payload, indent=2, default=_json_default))
+        results[name] = payload
+    for name in known:
+        if name not in results and (work / f"{name}.json").exists():
+            results[name] = json.loads((work / f"{name}.json").read_text())
+    return results

@@ -438,22 +438,8 @@ def main() -> None:
     work = work_dir(args)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps({k: getattr(args, k) for k in CONFIG_KEYS}, indent=2))
-    results = {}
-    for name in args.only or list(EXPERIMENTS):
-        kept = work / f"{name}.json"
-        if kept.exists() and not args.fresh:
-            results[name] = json.loads(kept.read_text())
-            print(f"{name}: kept result from {results[name]['date']} (commit {results[name]['commit']})", flush=True)
-            continue
-        print(f"{name}: running", flush=True)
-        shutil.rmtree(work / name, ignore_errors=True)
-        payload = child(name, args, work)
-        payload.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=common.git_commit())
-        kept.write_text(json.dumps(payload, indent=2, default=common._json_default))
-        results[name] = payload
-    for name in EXPERIMENTS:
-        if name not in results and (work / f"{name}.json").exists():
-            results[name] = json.loads((work / f"{name}.json").read_text())
+    results = common.kept_experiments(work, args.only or list(EXPERIMENTS), list(EXPERIMENTS),
+                                      lambda name: child(name, args, work), fresh=args.fresh)
     report(args, results)
 
 

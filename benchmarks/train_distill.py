@@ -305,33 +305,21 @@ def main() -> None:
         payload = exps[args.child](args, work)
         (work / f"{args.child}.child.json").write_text(json.dumps(payload, indent=2, default=common._json_default))
         return
-    work.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name in args.only or list(exps):
-        kept = work / f"{name}.json"
-        if kept.exists() and not args.fresh:
-            results[name] = json.loads(kept.read_text())
-            print(f"{name}: kept result from {results[name]['date']}", flush=True)
-            continue
-        print(f"{name}: running", flush=True)
-        shutil.rmtree(work / name, ignore_errors=True)
+
+    def run(name: str) -> dict:
         started = time.perf_counter()
         argv = [a for a in sys.argv[1:] if a != "--fresh"]
         if "--only" in argv:  # the child runs one experiment whatever --only said
-            i = argv.index("--only")
-            j = i + 1
+            i = j = argv.index("--only")
+            j += 1
             while j < len(argv) and not argv[j].startswith("--"):
                 j += 1
             argv = argv[:i] + argv[j:]
         subprocess.run([sys.executable, __file__, "--child", name, *argv], check=True)
         payload = json.loads((work / f"{name}.child.json").read_text())
-        payload.update(wall_seconds=time.perf_counter() - started, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       commit=common.git_commit())
-        kept.write_text(json.dumps(payload, indent=2, default=common._json_default))
-        results[name] = payload
-    for name in exps:
-        if name not in results and (work / f"{name}.json").exists():
-            results[name] = json.loads((work / f"{name}.json").read_text())
+        return {**payload, "wall_seconds": time.perf_counter() - started}
+
+    results = common.kept_experiments(work, args.only or list(exps), list(exps), run, fresh=args.fresh)
     report(args, results)
 
 

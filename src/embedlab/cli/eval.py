@@ -107,3 +107,37 @@ def bench_compression(
     typer.echo(f"wrote {out / 'compression.json'}, {report['png']}, {report['html']}")
 
 
+
+
+@eval_app.command("compat")
+def eval_compat(
+    collection: Path = typer.Option(..., "--collection", help="Collection built by the old model (created with "
+                                                              "--model), holding the --data corpus under its ids."),
+    data: Path = typer.Option(..., "--data", help="BEIR folder: the collection's documents, queries and qrels."),
+    model: str = typer.Option(..., "--model", help="The new model: aligned to the collection's (distilled, trained "
+                                                   "with old_encoder=, or saved with a map), or see --fit-map."),
+    fit_map: bool = typer.Option(False, "--fit-map", help="Fit a map from the new model to the collection's model on "
+                                                          "the corpus documents first (embedlab.train.compat.align)."),
+    split: str = SplitOpt,
+    batch_size: int = BatchOpt,
+    target: float = typer.Option(0.95, "--target", min=0.01, max=1.0, help="Backfill target: this share of the "
+                                                                           "re-indexed nDCG@10."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Old model vs new model (+map) on the old index vs full re-indexing, and how many documents to re-encode."""
+    from embedlab.eval import load_beir
+    from embedlab.eval.compat import compatibility_report
+    from embedlab.index import Collection
+
+    dataset = load_beir(data)
+    new = load_encoder(model)
+    with Collection.open(collection, readonly=True) as old_index:
+        if fit_map:
+            from embedlab.train.compat import align
+
+            align(new, old_index.encoder, dataset.corpus_texts, batch_size=batch_size)
+        report = compatibility_report(old_index, new, dataset, split=split, target=target, batch_size=batch_size)
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(report.as_dict(), default=float))
+        return
+    console().print(report.render())

@@ -150,3 +150,72 @@ def _evaluator(folder: Optional[Path], split: str):
         return (lambda encoder: evaluate_sts(encoder, pairs)), "spearman"
     raise InvalidInputError(f"{_OWNER}: --eval must be a BEIR folder or an STS folder with sts-{split}.csv, got "
                             f"{str(folder)!r}. Check the path and --eval-split.")
+
+
+@train_app.command("distill")
+def train_distill(
+    data: Path = typer.Option(..., "--data", help="Texts to distil on: a BEIR folder (its documents and the --split "
+                                                  "queries), a JSON-lines file of {\"text\": ...} or a text file, one "
+                                                  "per line."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, then the student model."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model folder or bundled name (default: "
+                                                                  "all-MiniLM-L6-v2)."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Student = the teacher's first LAYERS blocks "
+                                                                       "(default: half the teacher's)."),
+    student: Optional[str] = typer.Option(None, "--student", help="Another (smaller) model to train instead of "
+                                                                  "a truncated teacher."),
+    split: str = typer.Option("train", "--split", help="Queries of this split of a BEIR --data are added."),
+    steps: int = typer.Option(..., "--steps", min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per batch."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate (AdamW)."),
+    cosine: float = typer.Option(0.0, "--cosine", min=0.0, help="Weight of the cosine term beside the MSE."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the batches and of training."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder of the teacher-vector cache (default "
+                                                              "$EMBEDLAB_CACHE or .cache/embeddings)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
+    fmt: OutputFormat = FormatOpt,
+) -> None:
+    """Distil TEACHER into a smaller student aligned to its space (LEAF): the student's queries search indexes the
+    teacher built. The teacher runs on ONNX Runtime (fast, cached), the student trains with torch."""
+    from embedlab.train.distill import distill, truncated_student
+
+    owner = "embedlab train distill"
+    if layers is not None and student is not None:
+        raise InvalidInputError(f"{owner}: pass --layers (truncate the teacher) or --student (another model), got "
+                                "both. Drop one.")
+    texts = _read_texts(data, split, owner)
+    torch_teacher = load_encoder(teacher, threads=threads)
+    if student is None:
+        depth = torch_teacher.num_layers
+        model = truncated_student(torch_teacher, layers if layers is not None else max(1, depth // 2))
+    else:
+        model = load_encoder(student, threads=threads)
+    fast_teacher = load_encoder(teacher, backend="onnx", threads=threads)
+    result = distill(fast_teacher, model, texts, steps=steps, batch_size=batch_size, lr=lr, cosine=cosine, seed=seed,
+                     out=out, cache=cache)
+    emit({"steps": result.steps, "texts": len(set(texts)), "student_layers": model.num_layers,
+          "final_loss": result.losses[-1], "train_seconds": result.train_seconds,
+          "aligned_to": model.alignment.model, "out": str(out)}, fmt, f"distill {data.name}")
+
+
+def _read_texts(data: Path, split: str, owner: str) -> list[str]:
+    """The distillation texts of ``--data`` (see ``embedlab train distill --help``)."""
+    from embedlab.files import iter_jsonl
+
+    if data.is_dir():
+        from embedlab.eval import load_beir
+
+        dataset = load_beir(data)
+        return dataset.corpus_texts + (dataset.split(split)[1] if split in dataset.qrels else [])
+    if not data.is_file():
+        raise InvalidInputError(f"{owner}: --data must be a BEIR folder, a .jsonl or a text file, got {str(data)!r}, "
+                                "which does not exist.")
+    if data.suffix == ".jsonl":
+        texts = []
+        for line, row in iter_jsonl(data):
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise InvalidInputError(f"{owner}: every line of {data} must be an object with a \"text\" string, "
+                                        f"got {str(row)[:80]} on line {line}.")
+            texts.append(row["text"])
+        return texts
+    return [line for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]

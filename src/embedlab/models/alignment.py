@@ -38,6 +38,12 @@ _NOT_MODEL = {"checkpoints", ".embedlab-onnx"}  # folders inside a model folder 
 _NOT_MODEL_FILES = {RECORD, MAP_FILE, "README.md"}
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x [n, d]`` with each row scaled to unit L2 norm (zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def folder_space(path: str | Path, pooling: str) -> str:
     """The space of the model in folder ``path`` pooled by ``pooling``: sha256 of its files (paths and bytes; run
     checkpoints, ONNX builds, README and the alignment record left out; a file path: its bytes) and the pooling,
@@ -87,8 +93,7 @@ class Alignment:
         out = vectors @ self.weight.T
         if self.bias is not None:
             out += self.bias
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        return np.ascontiguousarray(unit_rows(out))
 
     def write(self, folder: str | Path) -> None:
         """Write the record (and map) into the model ``folder`` (each file written aside, then renamed into place;

@@ -1,12 +1,17 @@
 """Fine-tuning: training data and batches (:mod:`embedlab.train.data`), contrastive / scored losses
 (:mod:`embedlab.train.losses`), hard-negative mining (:mod:`embedlab.train.mining`) and the trainer
 (:mod:`embedlab.train.fit`, exact resume from :mod:`embedlab.train.checkpoint`) over the torch runtime of
-:class:`~embedlab.models.Encoder`."""
+:class:`~embedlab.models.Encoder`; distillation into a teacher's space (:mod:`embedlab.train.distill`, LEAF),
+compatible upgrades (:mod:`embedlab.train.compat`) and model soups (:mod:`embedlab.train.soup`)."""
 
+from embedlab.train.compat import BackwardCompatible, align, fit_map
 from embedlab.train.data import Batch, Batches, PairDataset
+from embedlab.train.distill import Distillation, distill, teacher_targets, truncated_student
 from embedlab.train.fit import NonFiniteLossError, TrainResult, fit
 from embedlab.train.losses import CachedInfoNCE, CoSENT, GISTEmbed, InfoNCE, MaxSimContrastive
 from embedlab.train.mining import MiningSummary, mine_hard_negatives
+from embedlab.train.soup import SoupResult, soup
 
 __all__ = ["Batch", "Batches", "PairDataset", "CachedInfoNCE", "CoSENT", "GISTEmbed", "InfoNCE", "MaxSimContrastive", "fit", "TrainResult",
-           "NonFiniteLossError", "mine_hard_negatives", "MiningSummary"]
+           "NonFiniteLossError", "mine_hard_negatives", "MiningSummary", "Distillation", "distill", "teacher_targets",
+           "truncated_student", "BackwardCompatible", "align", "fit_map", "soup", "SoupResult"]

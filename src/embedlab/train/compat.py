@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from embedlab.errors import InvalidInputError, UnsupportedError
-from embedlab.models.alignment import Alignment
+from embedlab.models.alignment import Alignment, unit_rows
 from embedlab.train.losses import _positive_float, contrastive_texts, info_nce
 
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -39,10 +39,6 @@ def min_texts(new_dim: int, old_dim: int) -> int:
     """The fewest texts :func:`fit_map` accepts for these widths: enough for the fit to be determined after the
     held-out share is set aside."""
     return MIN_TEXTS_PER_DIM * max(new_dim, old_dim)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _procrustes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, None]:
@@ -62,7 +58,7 @@ def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.n
 
 def _cosine(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> float:
     mapped = x @ w.T + (0 if b is None else b)
-    return float((_unit(mapped) * _unit(y)).sum(1).mean())
+    return float((unit_rows(mapped) * unit_rows(y)).sum(1).mean())
 
 
 def fit_map(new_vectors: np.ndarray, old_vectors: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -85,7 +81,7 @@ def fit_map(new_vectors: np.ndarray, old_vectors: np.ndarray, *, seed: int = 0) 
         raise InvalidInputError(f"{owner}: texts must number at least {need} ({MIN_TEXTS_PER_DIM} per dimension of the "
                                 f"wider model, {max(x.shape[1], y.shape[1])}) to fit and check a map, got {len(x)}. "
                                 "Pass more texts (the collection's documents serve well).")
-    x, y = _unit(x), _unit(y)
+    x, y = unit_rows(x), unit_rows(y)
     order = np.random.default_rng(seed).permutation(len(x))
     cut = int(round(len(x) * (1 - HELDOUT)))
     train, held = order[:cut], order[cut:]

@@ -120,7 +120,7 @@ def encoder_spec(encoder: Any, dim: int, owner: str) -> tuple[str | None, Any]:
 def open_encoder(encoder: Any, manifest: dict, owner: str, allow_foreign: bool = False) -> tuple[Any, Any]:
     """``(encoder object, alignment to apply to its queries or None)`` for a collection opened with ``encoder``
     (see the module docstring for what is accepted). ``(None, None)`` when ``encoder`` is None."""
-    name, obj = _resolve_encoder(encoder, owner)
+    name, obj = _resolve_encoder(encoder, owner, need_source=False)
     if obj is None:
         return None, None
     space, dim = manifest.get("space"), int(manifest["dim"])
@@ -154,7 +154,8 @@ def _check_width(width: int, dim: int, owner: str, after: str) -> None:
                                 "of that width.")
 
 
-def _resolve_encoder(encoder: Any, owner: str) -> tuple[str | None, Any]:
+def _resolve_encoder(encoder: Any, owner: str, need_source: bool = True) -> tuple[str | None, Any]:
+    """``(name, encoder object)``; ``need_source``: the name goes into a manifest, so it must be a loadable folder."""
     if encoder is None:
         return None, None
     if isinstance(encoder, (str, os.PathLike)):
@@ -162,7 +163,7 @@ def _resolve_encoder(encoder: Any, owner: str) -> tuple[str | None, Any]:
 
         name, obj = str(encoder), Encoder.load(encoder)
     elif hasattr(encoder, "encode") and hasattr(encoder, "dim"):
-        name, obj = getattr(encoder, "source", None), encoder
+        name, obj = getattr(encoder, "source", None) or (None if need_source else repr(encoder)), encoder
         if not name:
             raise InvalidInputError(f"{owner}: encoder must have a source folder to store in the manifest, got {encoder!r}.")
     else:
