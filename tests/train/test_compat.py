@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.models import Encoder
@@ -126,3 +128,21 @@ def test_fit_with_an_old_encoder_records_the_old_space(tiny_path, guide_path, tm
     assert loaded.alignment.space == old.space and loaded.alignment.method == "compatible"
     assert loaded.alignment.weight is None and loaded.alignment.fit["compat_weight"] == 2.0
     assert loaded.space == new.space  # the in-memory model took the saved folder's space
+
+
+@given(seed=st.integers(0, 2**16), d_new=st.integers(2, 12), grow=st.integers(0, 6), extra=st.integers(0, 40))
+def test_any_isometry_is_recovered(seed, d_new, grow, extra):
+    """Property: unit vectors carried into an old space of equal or larger width by an isometry (a rotation, or
+    orthonormal columns) are mapped back exactly, whatever the widths: the output is unit rows of the old width
+    whose directions match the old vectors."""
+    rng = np.random.default_rng(seed)
+    d_old = d_new + grow
+    n = min_texts(d_new, d_old) + extra
+    x = _unit(rng.normal(size=(n, d_new)).astype(np.float32))
+    q, _ = np.linalg.qr(rng.normal(size=(d_old, d_new)))  # orthonormal columns [d_old, d_new]
+    y = (x @ q.T).astype(np.float32)
+    w, b, report = fit_map(x, y, seed=seed)
+    mapped = Alignment("s", "m", report["method"], w, b).apply(x)
+    assert mapped.shape == (n, d_old) and np.allclose(np.linalg.norm(mapped, axis=1), 1, atol=1e-4)
+    assert report["heldout_cosine"]["procrustes"] > 0.999
+    assert (mapped * y).sum(1).min() > 0.99

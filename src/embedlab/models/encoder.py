@@ -239,9 +239,8 @@ class Encoder:
         """Say that the weights changed in memory (training does): cache keys and :attr:`space` are recomputed;
         the space becomes that of ``folder`` when the changed model was saved there."""
         self._fingerprint = None
-        self._space = None if folder is None else folder_space(Path(folder), self.pooling.value)
-        if folder is None:
-            self._space = f"weights-{self.fingerprint}"
+        self._space = (f"weights-{self.fingerprint}" if folder is None
+                       else folder_space(Path(folder), self.pooling.value))
 
     @property
     def num_layers(self) -> int:
