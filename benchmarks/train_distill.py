@@ -1,20 +1,25 @@
 """Distillation and compatible upgrades on 2 CPU cores (issue 15): LEAF students, upgrades without re-indexing, soups.
 
-    python benchmarks/train_distill.py [--only NAME ...] [--fresh] [--leaf-steps 2000] [--weights 1.0 ...]
+    python benchmarks/train_distill.py [--only NAME ...] [--fresh] [--leaf-steps 3000 --leaf-lr 4e-4 ...] [--weights 1.0 ...]
 
 Experiments, each in its own process, each result kept in ``.cache/distill-bench/<config>/<name>.json`` so an
 interrupted run resumes with the next one (``--fresh`` re-runs them):
 
-- ``leaf``: the default model (teacher, 6 layers) distilled into a 3-layer student made of its first 3 blocks, by
-  MSE to the teacher's vectors of the WordNet documents and train queries (no labels). Asymmetric retrieval on
+- ``leaf-<config>``: the default model (teacher, 6 layers) distilled into a 3-layer student made of its first 3
+  blocks, by MSE (plus ``--leaf-cosine`` times the cosine term) to the teacher's vectors of the WordNet documents and
+  train queries (no labels; batches of documents and of queries in turn, so the 33k queries weigh as much as the
+  117k documents). Each configuration's result is kept under its own name, and the report lists every
+  configuration tried (the figures are those of the current one). Asymmetric retrieval on
   WordNet test: student queries against the teacher-built index, nDCG@10 over the teacher's own; student / teacher
   query texts per second (the ONNX fp32 runtime of each, same threads, alternated rounds in one process); STS-B test
   Spearman of the student.
 - ``finetune_s<seed>``: Training I's plain InfoNCE fine-tune (``--steps`` 300, batch 64, lr 2e-5) with seeds 0, 1, 2:
   nDCG@10 on WordNet test (re-indexed) and dev (for the soup). Seed 0 is the "new" model of the upgrades.
 - ``upgrade_map``: old = paraphrase-MiniLM-L3-v2 (the prebuilt ONNX package), new = ``finetune_s0``. The old model's
-  collection of the corpus (HNSW, defaults); ``align`` fits the map on the corpus documents (both models' vectors);
-  ``compatibility_report``: old->old, new+map->old, re-indexed, the backfill curve.
+  collection of the corpus (flat: exact search, so no figure carries an ANN loss); ``align`` fits the map on the
+  corpus documents (both models' vectors) and the train split's (query, relevant document) pairs (new query -> old
+  document); the documents-only map is reported beside it. ``compatibility_report``: old->old, new+map->old,
+  re-indexed, the backfill curve.
 - ``compat_w<w>``: backward-compatible fine-tuning from the default model (same data, steps and seed as
   ``finetune_s0``) with ``old_encoder`` = the untrained default model and compatibility weight ``w``: new queries on
   the old (untrained-model) index and new->new. ``w = 0`` is ``finetune_s0`` itself.
@@ -143,9 +148,12 @@ def exp_leaf(args, work: Path) -> dict:
     index = base_corpus(ds)  # computes (or reads) the teacher's targets of every distillation text
     target_seconds = time.perf_counter() - t0
     student = truncated_student(Encoder.load(), args.student_layers)
-    result = distill(teacher(), student, texts, steps=args.leaf_steps, batch_size=args.leaf_batch_size,
-                     lr=args.leaf_lr, seed=args.seed, out=work / "leaf", cache=common.CACHE, show_progress=True)
-    student_onnx, teacher_onnx = onnx_of(work / "leaf"), teacher()
+    folder = work / leaf_name(args)
+    groups = {"documents": ds.corpus_texts, "queries": ds.split("train")[1]}  # in turn: queries weigh as much
+    result = distill(teacher(), student, groups, steps=args.leaf_steps, batch_size=args.leaf_batch_size,
+                     lr=args.leaf_lr, cosine=args.leaf_cosine, seed=args.seed, out=folder, cache=common.CACHE,
+                     show_progress=True)
+    student_onnx, teacher_onnx = onnx_of(folder), teacher()
     initial = truncated_student(Encoder.load(), args.student_layers)
     teacher_ndcg = ndcg(queries(teacher_onnx, ds), index, ds, "test")
     student_ndcg = ndcg(queries(student_onnx, ds), index, ds, "test")
@@ -158,7 +166,7 @@ def exp_leaf(args, work: Path) -> dict:
             "student_sts_spearman": sts(student_onnx), "teacher_sts_spearman": sts(teacher_onnx),
             "steps": result.steps, "texts": len(texts), "train_seconds": result.train_seconds,
             "target_seconds": target_seconds, "final_loss": float(np.mean(result.losses[-50:])),
-            "threads": student_onnx.threads}
+            "config": {k: getattr(args, k) for k in LEAF_KEYS}}
 
 
 def exp_finetune(args, work: Path, seed: int) -> dict:
@@ -187,19 +195,26 @@ def exp_upgrade_map(args, work: Path) -> dict:
     folder = work / "upgrade_map" / "old-index"
     shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
-    collection = Collection.create(folder, dim=old.dim, encoder=old)
+    collection = Collection.create(folder, dim=old.dim, index="flat", encoder=old)  # exact: no ANN loss in the figures
     for i in range(0, len(ds.corpus_ids), 20_000):
         collection.add(ds.corpus_ids[i:i + 20_000], old_corpus[i:i + 20_000])
     collection.compact()
     build_seconds = time.perf_counter() - t0
+    test_queries = queries(new, ds)
+    align(new, old, ds.corpus_texts, cache=common.CACHE)  # documents only: both encodings are the cached corpus
+    docs_only = {"new_on_old_ndcg_at_10": ndcg(new.alignment.apply(test_queries), old_corpus, ds, "test"),
+                 "fit": new.alignment.fit}
+    train_ids, train_texts, train_qrels = ds.split("train")
+    text_of, doc_of = dict(zip(train_ids, train_texts)), dict(zip(ds.corpus_ids, ds.corpus_texts))
+    pairs = [(text_of[q], doc_of[d]) for q in train_ids for d, rel in train_qrels[q].items() if rel > 0]
     t0 = time.perf_counter()
-    align(new, old, ds.corpus_texts, cache=common.CACHE)  # both encodings are the cached corpus vectors
+    align(new, old, ds.corpus_texts, pairs=([q for q, _ in pairs], [d for _, d in pairs]), cache=common.CACHE)
     map_seconds = time.perf_counter() - t0
     report = compatibility_report(collection, new, ds, new_corpus=new_corpus)
     print(report.render(), flush=True)
     collection.close()
     return {**report.as_dict(), "map_fit": new.alignment.fit, "index_build_seconds": build_seconds,
-            "map_seconds": map_seconds, "old_sts_spearman": sts(old)}
+            "map_seconds": map_seconds, "old_sts_spearman": sts(old), "docs_only_map": docs_only}
 
 
 def exp_compat(args, work: Path, weight: float) -> dict:
@@ -255,17 +270,23 @@ def exp_soup(args, work: Path) -> dict:
     return out
 
 
-EXPERIMENTS = {"leaf": exp_leaf, **{f"finetune_s{s}": (lambda a, w, s=s: exp_finetune(a, w, s)) for s in SEEDS},
+EXPERIMENTS = {**{f"finetune_s{s}": (lambda a, w, s=s: exp_finetune(a, w, s)) for s in SEEDS},
                "upgrade_map": exp_upgrade_map, "soup": exp_soup}
-CONFIG_KEYS = ("smoke", "steps", "batch_size", "lr", "warmup", "seed", "student_layers", "leaf_steps", "leaf_batch_size",
-               "leaf_lr")
+CONFIG_KEYS = ("smoke", "steps", "batch_size", "lr", "warmup", "seed")  # the fine-tuning runs' folder
+LEAF_KEYS = ("student_layers", "leaf_steps", "leaf_batch_size", "leaf_lr", "leaf_cosine")
+
+
+def leaf_name(args) -> str:
+    """The LEAF experiment of this configuration: ``leaf-L3-s3000-b64-lr0.0004-c24``."""
+    return (f"leaf-L{args.student_layers}-s{args.leaf_steps}-b{args.leaf_batch_size}-lr{args.leaf_lr:g}"
+            f"-c{args.leaf_cosine:g}")
 
 
 def experiments(args) -> dict:
-    out = dict(EXPERIMENTS)
+    out = {leaf_name(args): exp_leaf, **EXPERIMENTS}
     for w in args.weights:
         out[f"compat_w{w:g}"] = lambda a, work, w=w: exp_compat(a, work, w)
-    order = ["leaf", "finetune_s0", "upgrade_map", *(f"compat_w{w:g}" for w in args.weights[:1]), "finetune_s1",
+    order = [leaf_name(args), "finetune_s0", "upgrade_map", *(f"compat_w{w:g}" for w in args.weights[:1]), "finetune_s1",
              "finetune_s2", "soup", *(f"compat_w{w:g}" for w in args.weights[1:])]
     return {name: out[name] for name in order}
 
@@ -285,9 +306,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--student-layers", type=int, default=3)
-    parser.add_argument("--leaf-steps", type=int, default=2000)
+    parser.add_argument("--leaf-steps", type=int, default=3000)
     parser.add_argument("--leaf-batch-size", type=int, default=64)
-    parser.add_argument("--leaf-lr", type=float, default=1e-4)
+    parser.add_argument("--leaf-lr", type=float, default=4e-4)
+    parser.add_argument("--leaf-cosine", type=float, default=24.0,
+                        help="weight of the cosine term (24 is the teacher's mean squared norm: the MSE's own scale)")
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.3, 3.0],
                         help="compatibility weights (the first runs before the soup's extra fine-tunes)")
     parser.add_argument("--rounds", type=int, default=5, help="alternated speed rounds (leaf)")
@@ -320,12 +343,23 @@ def main() -> None:
         return {**payload, "wall_seconds": time.perf_counter() - started}
 
     results = common.kept_experiments(work, args.only or list(exps), list(exps), run, fresh=args.fresh)
+    for kept in work.glob("leaf-*.json"):  # every LEAF configuration tried, for the report
+        if not kept.name.endswith(".child.json"):
+            results.setdefault(kept.stem, json.loads(kept.read_text()))
     report(args, results)
 
 
 def report(args, r: dict) -> None:
     figures, tables, notes = {}, [], []
-    leaf = r.get("leaf")
+    leaf = r.get(leaf_name(args))
+    tried = sorted((v for k, v in r.items() if k.startswith("leaf-")), key=lambda v: v["date"])
+    if tried:
+        tables.append(common.print_table(
+            "LEAF configurations tried (each a full run; the figures are the current configuration's)",
+            ["students layers / steps / batch / lr / cosine", "student->teacher-index nDCG@10", "ratio", "STS-B",
+             "train minutes"],
+            [[" / ".join(str(v["config"].get(k, "")) for k in LEAF_KEYS), v["student_asymmetric_ndcg_at_10"],
+              v["asymmetric_ndcg_ratio"], v["student_sts_spearman"], v["train_seconds"] / 60] for v in tried]))
     if leaf:
         figures.update(leaf_asymmetric_ndcg_ratio=leaf["asymmetric_ndcg_ratio"], leaf_student_speedup=leaf["speedup"],
                        leaf_student_sts_spearman=leaf["student_sts_spearman"],
@@ -346,14 +380,18 @@ def report(args, r: dict) -> None:
     up = r.get("upgrade_map")
     if up:
         figures.update(map_new_on_old_ndcg_at_10=up["new_on_old"], old_on_old_ndcg_at_10=up["old_on_old"],
-                       reindexed_ndcg_at_10=up["reindexed"], map_share_needed_for_95pct=up["share_needed"])
+                       reindexed_ndcg_at_10=up["reindexed"], map_share_needed_for_95pct=up["share_needed"],
+                       map_docs_only_new_on_old_ndcg_at_10=up["docs_only_map"]["new_on_old_ndcg_at_10"],
+                       map_gap_to_reindexing_points=100 * (up["reindexed"] - up["new_on_old"]))
         fit = up["map_fit"]
         tables.append(common.print_table(
             "Upgrade without re-indexing: old paraphrase-MiniLM-L3-v2 index, new = WordNet fine-tune (map: "
             f"{fit['method']}{'' if fit['alpha'] is None else ' alpha ' + str(fit['alpha'])}, held-out cosine "
             f"{max(fit['heldout_cosine'].values()):.3f})",
             ["setup", "nDCG@10"],
-            [["old model, old index", up["old_on_old"]], ["new model + map, old index", up["new_on_old"]],
+            [["old model, old index", up["old_on_old"]],
+             ["new model + documents-only map, old index", up["docs_only_map"]["new_on_old_ndcg_at_10"]],
+             ["new model + map (documents and train pairs), old index", up["new_on_old"]],
              ["new model, re-indexed", up["reindexed"]],
              *[[f"backfill {share:.0%} re-encoded", value] for share, value in up["backfill"]]]))
         if up["new_on_old"] < up["old_on_old"]:

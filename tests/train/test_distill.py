@@ -117,3 +117,21 @@ def test_widen_starts_as_a_padding_identity(tiny_encoder):
     assert after.shape == (3, 48)
     np.testing.assert_allclose(after[:, :32], before, atol=1e-5)
     assert np.abs(after[:, 32:]).max() == 0
+
+
+def test_text_groups_are_drawn_in_turn(tiny_encoder, monkeypatch):
+    import embedlab.train.distill as module
+
+    seen = []
+    real = module.Distillation.forward
+
+    def spy(self, encoder, batch):
+        seen.append(set(batch["text"]) <= set(TEXTS[:32]))
+        return real(self, encoder, batch)
+
+    monkeypatch.setattr(module.Distillation, "forward", spy)
+    student = truncated_student(tiny_encoder, 1)
+    distill(tiny_encoder, student, {"queries": TEXTS[:32], "documents": TEXTS[32:]}, steps=4, batch_size=16,
+            cache=False)
+    assert seen == [True, False, True, False]  # a small group weighs as much as a large one
+    assert student.alignment.fit["texts"] == len(TEXTS)

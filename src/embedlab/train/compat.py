@@ -30,7 +30,7 @@ from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.models.alignment import Alignment, unit_rows
 from embedlab.train.losses import _positive_float, contrastive_texts, info_nce
 
-RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # relative to the mean eigenvalue of the centred new vectors' Gram
 HELDOUT = 0.2  # share of the texts kept out of the fit to choose the method
 MIN_TEXTS_PER_DIM = 2  # a map needs at least this many texts per dimension of the wider space
 
@@ -48,11 +48,14 @@ def _procrustes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, None]:
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """``W [d_old, d_new]``, ``b [d_old]`` minimising ``||x W^T + b - y||^2 + alpha ||W||^2`` (bias unpenalised)."""
+    """``W [d_old, d_new]``, ``b [d_old]`` minimising ``||x W^T + b - y||^2 + lam ||W||^2`` (bias unpenalised), with
+    ``lam = alpha * trace(G) / d_new`` for the centred Gram matrix ``G``: ``alpha`` is relative to the data's scale."""
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     mx, my = x64.mean(0), y64.mean(0)
     xc, yc = x64 - mx, y64 - my
-    w = np.linalg.solve(xc.T @ xc + alpha * len(x) * np.eye(x.shape[1]), xc.T @ yc).T  # [d_old, d_new]
+    gram = xc.T @ xc
+    lam = alpha * max(np.trace(gram) / x.shape[1], 1e-12)
+    w = np.linalg.solve(gram + lam * np.eye(x.shape[1]), xc.T @ yc).T  # [d_old, d_new]
     return w.astype(np.float32), (my - w @ mx).astype(np.float32)
 
 
@@ -101,28 +104,48 @@ def fit_map(new_vectors: np.ndarray, old_vectors: np.ndarray, *, seed: int = 0) 
     return w, b, report
 
 
-def align(new_encoder, old_encoder, texts: Sequence[str], *, batch_size: int = 64, cache=None, seed: int = 0):
+def align(new_encoder, old_encoder, texts: Sequence[str], *, pairs: tuple[Sequence[str], Sequence[str]] | None = None,
+          batch_size: int = 64, cache=None, seed: int = 0):
     """Give ``new_encoder`` a map into ``old_encoder``'s space fitted on ``texts`` (:func:`fit_map`) and return it.
+
+    ``pairs = (queries, documents)`` (the i-th query's relevant document, e.g. a training split's qrels) adds rows
+    ``new(query) -> old(document)``: the map then also learns where the old index keeps the documents a new query
+    should find, not only how the two models place the same text. Documents already among ``texts`` are not encoded
+    again.
 
     The :class:`~embedlab.models.alignment.Alignment` is set on ``new_encoder`` (``new_encoder.save(path)`` keeps it,
     ``alignment.write(folder)`` adds it to an existing model folder); a collection built by the old model then takes
     ``new_encoder``'s queries and maps them. ``cache``: a folder for the two encodings
     (:func:`~embedlab.models.cache.cached_encode`; None encodes without caching)."""
     texts = list(texts)
+    queries, documents = ([], []) if pairs is None else (list(pairs[0]), list(pairs[1]))
+    if len(queries) != len(documents):
+        raise InvalidInputError(f"align: pairs must be (queries, documents) of one length, got {len(queries)} queries "
+                                f"and {len(documents)} documents.")
     need = min_texts(new_encoder.dim, old_encoder.dim)
-    if len(texts) < need:  # checked before encoding anything
+    if len(texts) + len(queries) < need:  # checked before encoding anything
         raise InvalidInputError(f"align: texts must number at least {need} ({MIN_TEXTS_PER_DIM} per dimension of the "
                                 f"wider model) to fit and check a map, got {len(texts)}. Pass more texts (the "
                                 "collection's documents serve well).")
 
-    def vectors(encoder):
+    def vectors(encoder, items: list[str]) -> np.ndarray:
+        if not items:
+            return np.zeros((0, encoder.dim), np.float32)
         if cache is None:
-            return encoder.encode(texts, batch_size=batch_size)
+            return encoder.encode(items, batch_size=batch_size)
         from embedlab.models.cache import cached_encode
 
-        return cached_encode(encoder, texts, root=cache, batch_size=batch_size)
+        return cached_encode(encoder, items, root=cache, batch_size=batch_size)
 
-    w, b, report = fit_map(vectors(new_encoder), vectors(old_encoder), seed=seed)
+    new_x, old_y = vectors(new_encoder, texts), vectors(old_encoder, texts)
+    if queries:
+        row = {t: i for i, t in enumerate(texts)}
+        missing = list(dict.fromkeys(d for d in documents if d not in row))
+        extra = dict(zip(missing, vectors(old_encoder, missing)))
+        old_docs = np.stack([old_y[row[d]] if d in row else extra[d] for d in documents])
+        new_x, old_y = np.concatenate([new_x, vectors(new_encoder, queries)]), np.concatenate([old_y, old_docs])
+    w, b, report = fit_map(new_x, old_y, seed=seed)
+    report["pairs"] = len(queries)
     new_encoder.alignment = Alignment(space=old_encoder.space, model=old_encoder.source or repr(old_encoder),
                                       method=report["method"], weight=w, bias=b, fit=report)
     return new_encoder

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -155,13 +155,15 @@ class Distillation(torch.nn.Module):
         return f"texts={len(self._rows)}, mse={self.mse}, cosine={self.cosine}"
 
 
-def distill(teacher, student, texts: Sequence[str], *, steps: int, batch_size: int = 64, lr: float = 1e-4,
+def distill(teacher, student, texts: Sequence[str] | Mapping[str, Sequence[str]], *, steps: int, batch_size: int = 64, lr: float = 1e-4,
             mse: float = 1.0, cosine: float = 0.0, seed: int = 0, out: str | os.PathLike | None = None,
             cache: str | os.PathLike | None | bool = None, show_progress: bool | None = None,
             **fit_options) -> TrainResult:
     """Distil ``teacher`` into ``student`` (a torch :class:`~embedlab.models.Encoder`, e.g. :func:`truncated_student`)
     on ``texts`` (documents and queries alike, unlabelled) for ``steps`` optimiser steps; the student is trained in
-    place and records the teacher's space. ``out`` (a run folder, as in :func:`~embedlab.train.fit.fit`) receives the
+    place and records the teacher's space. ``texts`` may be ``{name: texts}`` (e.g. ``{"queries": ..., "documents":
+    ...}``): the groups are then drawn in turn (round robin), so a small set of queries weighs as much as a large
+    corpus. ``out`` (a run folder, as in :func:`~embedlab.train.fit.fit`) receives the
     student; other ``fit_options`` go to :func:`~embedlab.train.fit.fit` (``evaluate=``, ``checkpoint_every=`` ...).
 
     A student deeper than its teacher is an error; a narrower one is given a linear map to the teacher's width
@@ -172,16 +174,19 @@ def distill(teacher, student, texts: Sequence[str], *, steps: int, batch_size: i
                                 f"layers against the teacher's {teacher.num_layers}. Use truncated_student(teacher, "
                                 "layers) or a smaller model.")
     check_int(batch_size, _OWNER, "batch_size")
-    data = PairDataset.from_texts(texts, source="distillation texts")
-    if len(data) < batch_size:
-        raise InvalidInputError(f"{_OWNER}: texts must hold at least batch_size={batch_size} distinct texts, got "
-                                f"{len(data)}. Pass more texts or a smaller batch_size.")
-    unique = data.batch(range(len(data)))["text"]
+    groups = dict(texts) if isinstance(texts, Mapping) else {"texts": texts}
+    data = {name: PairDataset.from_texts(group, source=f"distillation texts {name!r}") for name, group in groups.items()}
+    for name, group in data.items():
+        if len(group) < batch_size:
+            raise InvalidInputError(f"{_OWNER}: texts ({name!r}) must hold at least batch_size={batch_size} distinct "
+                                    f"texts, got {len(group)}. Pass more texts or a smaller batch_size.")
+    unique = list(dict.fromkeys(t for group in data.values() for t in group.batch(range(len(group)))["text"]))
     targets = teacher_targets(teacher, unique, cache=cache, batch_size=batch_size, show_progress=show_progress)
     if student.dim != targets.shape[1]:
         widen(student, int(targets.shape[1]))
     student.alignment = Alignment(space=teacher.space, model=teacher.source or repr(teacher), method="distilled",
                                   fit={"teacher_fingerprint": teacher.fingerprint, "texts": len(unique), "steps": steps})
     loss = Distillation(unique, targets, mse=mse, cosine=cosine)
-    return fit(student, Batches(data, batch_size, seed=seed), loss, steps=steps, lr=lr, seed=seed,
+    batches = Batches(data, batch_size, seed=seed, sampling="round_robin")
+    return fit(student, batches, loss, steps=steps, lr=lr, seed=seed,
                out=Path(out) if out is not None else None, show_progress=show_progress, **fit_options)
