@@ -146,3 +146,15 @@ def test_any_isometry_is_recovered(seed, d_new, grow, extra):
     assert mapped.shape == (n, d_old) and np.allclose(np.linalg.norm(mapped, axis=1), 1, atol=1e-4)
     assert report["heldout_cosine"]["procrustes"] > 0.999
     assert (mapped * y).sum(1).min() > 0.99
+
+
+def test_align_with_pairs_adds_query_to_document_rows(tiny_path, guide_path, monkeypatch):
+    new, old = Encoder.load(tiny_path), Encoder.load(guide_path)
+    queries, documents = TEXTS[150:], TEXTS[:50]  # the documents are among the texts: not encoded again
+    calls = []
+    real = old.encode
+    monkeypatch.setattr(old, "encode", lambda items, **k: calls.append(len(items)) or real(items, **k))
+    align(new, old, TEXTS[:150], pairs=(queries, documents))
+    assert calls == [150] and new.alignment.fit["pairs"] == 50 and new.alignment.fit["texts"] == 200
+    with pytest.raises(InvalidInputError, match="one length, got 50 queries and 49 documents"):
+        align(new, old, TEXTS, pairs=(queries, documents[:49]))

@@ -41,6 +41,14 @@ def min_texts(new_dim: int, old_dim: int) -> int:
     return MIN_TEXTS_PER_DIM * max(new_dim, old_dim)
 
 
+def _check_count(n: int, new_dim: int, old_dim: int, owner: str) -> None:
+    need = min_texts(new_dim, old_dim)
+    if n < need:
+        raise InvalidInputError(f"{owner}: texts must number at least {need} ({MIN_TEXTS_PER_DIM} per dimension of the "
+                                f"wider model, {max(new_dim, old_dim)}) to fit and check a map, got {n}. Pass more "
+                                "texts (the collection's documents serve well).")
+
+
 def _procrustes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, None]:
     """The (semi-)orthogonal ``W [d_old, d_new]`` minimising ``||x W^T - y||_F``: ``U V^T`` of ``svd(y^T x)``."""
     u, _, vt = np.linalg.svd(y.T.astype(np.float64) @ x.astype(np.float64), full_matrices=False)
@@ -79,11 +87,7 @@ def fit_map(new_vectors: np.ndarray, old_vectors: np.ndarray, *, seed: int = 0) 
                                 f"shapes {x.shape} and {y.shape}. Encode the same texts with both models.")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise InvalidInputError(f"{owner}: vectors must be finite, got NaN or inf. Check the encoders' outputs.")
-    need = min_texts(x.shape[1], y.shape[1])
-    if len(x) < need:
-        raise InvalidInputError(f"{owner}: texts must number at least {need} ({MIN_TEXTS_PER_DIM} per dimension of the "
-                                f"wider model, {max(x.shape[1], y.shape[1])}) to fit and check a map, got {len(x)}. "
-                                "Pass more texts (the collection's documents serve well).")
+    _check_count(len(x), x.shape[1], y.shape[1], owner)
     x, y = unit_rows(x), unit_rows(y)
     order = np.random.default_rng(seed).permutation(len(x))
     cut = int(round(len(x) * (1 - HELDOUT)))
@@ -122,11 +126,7 @@ def align(new_encoder, old_encoder, texts: Sequence[str], *, pairs: tuple[Sequen
     if len(queries) != len(documents):
         raise InvalidInputError(f"align: pairs must be (queries, documents) of one length, got {len(queries)} queries "
                                 f"and {len(documents)} documents.")
-    need = min_texts(new_encoder.dim, old_encoder.dim)
-    if len(texts) + len(queries) < need:  # checked before encoding anything
-        raise InvalidInputError(f"align: texts must number at least {need} ({MIN_TEXTS_PER_DIM} per dimension of the "
-                                f"wider model) to fit and check a map, got {len(texts)}. Pass more texts (the "
-                                "collection's documents serve well).")
+    _check_count(len(texts) + len(queries), new_encoder.dim, old_encoder.dim, "align")  # before encoding anything
 
     def vectors(encoder, items: list[str]) -> np.ndarray:
         if not items:
