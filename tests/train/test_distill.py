@@ -135,3 +135,13 @@ def test_text_groups_are_drawn_in_turn(tiny_encoder, monkeypatch):
             cache=False)
     assert seen == [True, False, True, False]  # a small group weighs as much as a large one
     assert student.alignment.fit["texts"] == len(TEXTS)
+
+
+def test_a_student_may_keep_chosen_blocks(tiny_encoder):
+    student = truncated_student(tiny_encoder, 1, blocks=(1,))  # the teacher's last block on its embeddings
+    assert student.num_layers == 1
+    torch.testing.assert_close(student.model.encoder.layer[0].output.dense.weight,
+                               tiny_encoder.model.encoder.layer[1].output.dense.weight)
+    for bad in ((0, 1), (2,), (-1,), ("0",)):
+        with pytest.raises(InvalidInputError, match="blocks must be 1 increasing"):
+            truncated_student(tiny_encoder, 1, blocks=bad)

@@ -49,10 +49,12 @@ def _torch_encoder(encoder, owner: str, role: str):
     return encoder
 
 
-def truncated_student(teacher, layers: int):
-    """A student made of ``teacher``'s embeddings, its first ``layers`` transformer blocks, pooling and head (a
-    copy: training it leaves the teacher as it is). ``teacher`` is a torch :class:`~embedlab.models.Encoder`;
-    ``layers`` must be below the teacher's depth (an equal depth is a copy, not a student)."""
+def truncated_student(teacher, layers: int, *, blocks: Sequence[int] | None = None):
+    """A student made of ``teacher``'s embeddings, ``layers`` of its transformer blocks, pooling and head (a copy:
+    training it leaves the teacher as it is). ``teacher`` is a torch :class:`~embedlab.models.Encoder`; ``layers``
+    must be below the teacher's depth (an equal depth is a copy, not a student). ``blocks`` picks which teacher blocks
+    (0-based, increasing) the student keeps, e.g. ``(1, 3, 5)`` as DistilBERT (Sanh et al. 2019) takes every other
+    one; default the first ``layers`` (LEAF's initialisation)."""
     from embedlab.models import Encoder
     from embedlab.models.runtime.torch import TorchRuntime, _transformer_blocks
 
@@ -62,13 +64,19 @@ def truncated_student(teacher, layers: int):
     if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers < depth:
         raise InvalidInputError(f"{owner}: layers must be an int in [1, {depth - 1}] (fewer than the teacher's {depth} "
                                 f"blocks), got {layers!r}. A student is shallower than its teacher.")
+    keep = list(range(layers)) if blocks is None else list(blocks)
+    if len(keep) != layers or keep != sorted(set(keep)) or not all(isinstance(b, int) and 0 <= b < depth for b in keep):
+        raise InvalidInputError(f"{owner}: blocks must be {layers} increasing, distinct block indices in [0, {depth - 1}], "
+                                f"got {blocks!r}.")
     model = copy.deepcopy(teacher.model)
-    blocks = _transformer_blocks(model, depth)
-    if blocks is None:
+    stack = _transformer_blocks(model, depth)
+    if stack is None:
         raise UnsupportedError(f"{owner}: the teacher's blocks must be found to truncate them, got a "
                                f"{type(model).__name__} without encoder.layer / layers / h. Pass a smaller model "
                                "as the student instead.")
-    del blocks[layers:]
+    kept = [stack[i] for i in keep]
+    del stack[:]
+    stack.extend(kept)
     model.config.num_hidden_layers = layers
     head = copy.deepcopy(teacher.runtime.head)
     runtime = TorchRuntime(model, pooling=teacher.pooling, threads=teacher.threads, head=head)
