@@ -204,11 +204,12 @@ def exp_upgrade_map(args, work: Path) -> dict:
     align(new, old, ds.corpus_texts, cache=common.CACHE)  # documents only: both encodings are the cached corpus
     docs_only = {"new_on_old_ndcg_at_10": ndcg(new.alignment.apply(test_queries), old_corpus, ds, "test"),
                  "fit": new.alignment.fit}
-    train_ids, train_texts, train_qrels = ds.split("train")
-    text_of, doc_of = dict(zip(train_ids, train_texts)), dict(zip(ds.corpus_ids, ds.corpus_texts))
-    pairs = [(text_of[q], doc_of[d]) for q in train_ids for d, rel in train_qrels[q].items() if rel > 0]
+    import train_contrastive as tc
+
+    pairs = tc.train_pairs()  # the train split's (query, relevant document) rows
+    pairs = pairs.batch(range(len(pairs)))
     t0 = time.perf_counter()
-    align(new, old, ds.corpus_texts, pairs=([q for q, _ in pairs], [d for _, d in pairs]), cache=common.CACHE)
+    align(new, old, ds.corpus_texts, pairs=(pairs["anchor"], pairs["positive"]), cache=common.CACHE)
     map_seconds = time.perf_counter() - t0
     report = compatibility_report(collection, new, ds, new_corpus=new_corpus)
     print(report.render(), flush=True)

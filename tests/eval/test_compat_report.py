@@ -110,7 +110,7 @@ def test_bad_reports(setup, tmp_path):
 def test_cli_eval_compat_fits_a_map_and_prints_the_report(setup, cli, tmp_path):
     root, _, _, new = setup
     result = cli("eval", "compat", "--collection", str(root / "index"), "--data", str(root / "beir"),
-                 "--model", str(new.source), "--fit-map", "--format", "json")
+                 "--model", str(new.source), "--fit-map", "--pairs-split", "test", "--format", "json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {"old_on_old", "new_on_old", "reindexed", "backfill", "share_needed"} <= set(report)

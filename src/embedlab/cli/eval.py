@@ -118,6 +118,8 @@ def eval_compat(
                                                    "with old_encoder=, or saved with a map), or see --fit-map."),
     fit_map: bool = typer.Option(False, "--fit-map", help="Fit a map from the new model to the collection's model on "
                                                           "the corpus documents first (embedlab.train.compat.align)."),
+    pairs_split: Optional[str] = typer.Option(None, "--pairs-split", help="With --fit-map: also fit on this split's "
+                                                                          "(query, relevant document) pairs, e.g. train."),
     split: str = SplitOpt,
     batch_size: int = BatchOpt,
     target: float = typer.Option(0.95, "--target", min=0.01, max=1.0, help="Backfill target: this share of the "
@@ -135,7 +137,14 @@ def eval_compat(
         if fit_map:
             from embedlab.train.compat import align
 
-            align(new, old_index.encoder, dataset.corpus_texts, batch_size=batch_size)
+            pairs = None
+            if pairs_split is not None:  # the split's (query, relevant document) rows
+                from embedlab.train import PairDataset
+
+                rows = PairDataset.from_beir(data, pairs_split)
+                rows = rows.batch(range(len(rows)))
+                pairs = (rows["anchor"], rows["positive"])
+            align(new, old_index.encoder, dataset.corpus_texts, pairs=pairs, batch_size=batch_size)
         report = compatibility_report(old_index, new, dataset, split=split, target=target, batch_size=batch_size)
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(report.as_dict(), default=float))
