@@ -123,11 +123,11 @@ def open_encoder(encoder: Any, manifest: dict, owner: str, allow_foreign: bool =
     name, obj = _resolve_encoder(encoder, owner, need_source=False)
     if obj is None:
         return None, None
-    space, dim = manifest.get("space"), int(manifest["dim"])
-    if space is None or obj.space == space:
+    space, dim, own = manifest.get("space"), int(manifest["dim"]), getattr(obj, "space", None)
+    if space is None or own == space:
         _check_width(obj.dim, dim, owner, "")
         return obj, None
-    alignment = obj.alignment
+    alignment = getattr(obj, "alignment", None)
     if alignment is not None and alignment.space == space:
         if manifest.get("layer") is not None:
             raise ConflictError(f"{owner}: a multi-vector collection must be searched with its own model "
@@ -142,7 +142,7 @@ def open_encoder(encoder: Any, manifest: dict, owner: str, allow_foreign: bool =
                else f"is aligned to {alignment.model!r} (space {alignment.space}) instead")
     raise ConflictError(
         f"{owner}: encoder must produce vectors in the space of the collection's model {manifest.get('encoder')!r} "
-        f"(space {space}), got {name!r} (space {obj.space}), which is neither that model nor aligned to it (it "
+        f"(space {space}), got {name!r} (space {own}), which is neither that model nor aligned to it (it "
         f"{aligned}). Use the collection's model; or align this one to it (embedlab.train.compat.align) or distil a "
         "student from it (embedlab.train.distill); or pass allow_foreign_encoder=True to search anyway.")
 

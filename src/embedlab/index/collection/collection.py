@@ -143,7 +143,7 @@ class Collection(CollectionBase):
                 db.add_fields(schema)
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
                         "index_params": params, "encoder": encoder_name,
-                        "space": None if encoder_obj is None else encoder_obj.space, "schema": schema}
+                        "space": getattr(encoder_obj, "space", None), "schema": schema}
             if multivector is not False and multivector is not None:
                 options = {} if multivector is True else multivector
                 manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)

@@ -210,7 +210,7 @@ class MilvusCollection(CollectionBase):
         folder.parent.mkdir(parents=True, exist_ok=True)
         manifest = {"format_version": storage.FORMAT_VERSION, "backend": "milvus", "dim": dim, "metric": metric,
                     "index": index, "index_params": params, "encoder": encoder_name,
-                    "space": None if encoder_obj is None else encoder_obj.space, "schema": schema,
+                    "space": getattr(encoder_obj, "space", None), "schema": schema,
                     "declared": sorted(schema), "id_kind": None, "timeout_s": timeout,
                     "columns": {f: f"m_{f}" for f in sorted(schema) if _COLUMN.fullmatch(f)},
                     "milvus": {"uri": uri, "collection": name}}
