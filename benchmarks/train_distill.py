@@ -362,7 +362,7 @@ def report(args, r: dict) -> None:
     if tried:
         tables.append(common.print_table(
             "LEAF configurations tried (each a full run; the figures are the current configuration's)",
-            ["students layers / steps / batch / lr / cosine", "student->teacher-index nDCG@10", "ratio", "STS-B",
+            ["student layers / steps / batch / lr / cosine", "student->teacher-index nDCG@10", "ratio", "STS-B",
              "train minutes"],
             [[" / ".join(str(v["config"].get(k, "")) for k in LEAF_KEYS), v["student_asymmetric_ndcg_at_10"],
               v["asymmetric_ndcg_ratio"], v["student_sts_spearman"], v["train_seconds"] / 60] for v in tried]))
@@ -429,6 +429,10 @@ def report(args, r: dict) -> None:
         best_single = max(s["test_ndcg_at_10"] for s in singles)
         figures.update(soup_gain_vs_best_single_points=100 * (soup_r["greedy_test_ndcg_at_10"] - best_single),
                        uniform_soup_gain_vs_best_single_points=100 * (soup_r["uniform_test_ndcg_at_10"] - best_single))
+        if soup_r["greedy_test_ndcg_at_10"] < best_single:
+            notes.append(f"the greedy soup ({soup_r['greedy_test_ndcg_at_10']:.4f}) is below the best single run "
+                         f"({best_single:.4f}) on test, though it led on dev: the three seeds are within 0.3 points of "
+                         "each other, so averaging has little to gain at this budget.")
         tables.append(common.print_table(
             "Model soups of three fine-tunes (seeds 0, 1, 2), WordNet test nDCG@10 (greedy chosen on dev)",
             ["model", "test nDCG@10"],
