@@ -71,13 +71,10 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def ndcg(queries: np.ndarray, corpus: np.ndarray, ds, split: str, ids=None) -> float:
-    from embedlab.eval import evaluate_run
-    from embedlab.eval.retrieval import run_from_positions
-    from embedlab.index import exact_search
+    from embedlab.eval.retrieval import exact_metrics
 
     query_ids, _, qrels = ds.split(split)
-    scores, positions = exact_search(queries, corpus, 10)
-    return evaluate_run(run_from_positions(query_ids, ids or ds.corpus_ids, scores, positions), qrels, (10,))["ndcg@10"]
+    return exact_metrics(queries, corpus, query_ids, ids or ds.corpus_ids, qrels)["ndcg@10"]
 
 
 def teacher():

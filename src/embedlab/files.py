@@ -1,4 +1,5 @@
-"""The one atomic write: write aside, fsync, rename into place, fsync the folder; and the one JSON-lines reader.
+"""The one atomic write: write aside, fsync, rename into place, fsync the folder; the one JSON-lines reader; and
+the one streamed file hash.
 
 A reader sees either the old file (or folder) or the new one, never half of either, and a crash at any
 moment leaves one of the two on disk.
@@ -76,6 +77,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def hash_file(h, path: str | os.PathLike) -> None:
+    """Feed the bytes of the file ``path`` to the hashlib object ``h``, 1 MiB at a time."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

@@ -11,6 +11,7 @@ import pytest
 from embedlab.errors import ConflictError, InvalidInputError
 from embedlab.eval import load_beir
 from embedlab.eval.compat import compatibility_report
+from embedlab.eval.retrieval import exact_metrics
 from embedlab.index import Collection
 from embedlab.models import Encoder
 from embedlab.models.alignment import Alignment
@@ -59,8 +60,11 @@ def test_the_report_compares_the_three_setups(setup):
     align(new, old, dataset.corpus_texts)
     with Collection.open(root / "index", readonly=True) as c:
         report = compatibility_report(c, new, dataset, shares=(0, 0.5, 1), target=0.9)
-    ndcg = lambda q, docs: compatibility_report.__globals__["_ndcg"](  # noqa: E731
-        *dataset.split("test")[:1], dataset.corpus_ids, *_exact(q, docs), dataset.split("test")[2], 10)
+    query_ids, _, qrels = dataset.split("test")
+
+    def ndcg(q, docs) -> float:  # exact search and trec_eval's nDCG@10, outside the report
+        return exact_metrics(q, docs, query_ids, dataset.corpus_ids, qrels)["ndcg@10"]
+
     old_q, new_q = old.encode(dataset.split("test")[1]), new.encode(dataset.split("test")[1])
     old_docs, new_docs = old.encode(dataset.corpus_texts), new.encode(dataset.corpus_texts)
     assert report.old_on_old == pytest.approx(ndcg(old_q, old_docs), abs=1e-6)
@@ -74,12 +78,6 @@ def test_the_report_compares_the_three_setups(setup):
     assert report.share_needed == expect
     assert len({report.old_on_old, report.new_on_old, report.reindexed}) == 3  # three different setups
     assert "re-indexed" in report.render() and report.as_dict()["alignment"] in ("ridge", "procrustes")
-
-
-def _exact(q, docs):
-    from embedlab.index import exact_search
-
-    return exact_search(q, docs, 10)
 
 
 def test_a_model_in_the_same_space_needs_no_reencoding(setup):

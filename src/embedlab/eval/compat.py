@@ -59,12 +59,6 @@ class CompatReport:
         return "\n".join(lines)
 
 
-def _ndcg(query_ids, corpus_ids, scores, positions, qrels, k: int) -> float:
-    from embedlab.eval.retrieval import run_from_positions
-
-    return evaluate_run(run_from_positions(query_ids, corpus_ids, scores, positions), qrels, (k,))[f"ndcg@{k}"]
-
-
 def compatibility_report(collection, new_encoder, dataset, *, split: str = "test", k: int = 10,
                          shares=SHARES, target: float = 0.95, seed: int = 0, batch_size: int = 64,
                          new_corpus: np.ndarray | None = None) -> CompatReport:
@@ -74,8 +68,8 @@ def compatibility_report(collection, new_encoder, dataset, *, split: str = "test
 
     ``new_corpus``: the new model's own (unmapped) unit vectors of ``dataset.corpus_texts`` ``[n_docs, d_new]`` when
     already computed (e.g. cached); else they are encoded. ``shares`` (in [0, 1]) are the backfill points."""
+    from embedlab.eval.retrieval import exact_metrics, run_from_positions
     from embedlab.index.collection.base import open_encoder
-    from embedlab.index.search.exact import exact_search
 
     if collection.encoder is None:
         raise InvalidInputError(f"{_OWNER}: collection must name the old model (created with encoder=), got one "
@@ -94,9 +88,12 @@ def compatibility_report(collection, new_encoder, dataset, *, split: str = "test
     def on_index(queries: np.ndarray) -> float:  # through the collection's own index
         hits = collection.search(queries, k)
         rows = np.array([[position.get(i, -1) if i is not None else -1 for i in row] for row in hits.ids])
-        return _ndcg(query_ids, ids, hits.scores, rows, qrels, k)
+        return evaluate_run(run_from_positions(query_ids, ids, hits.scores, rows), qrels, (k,))[metric]
 
-    position = {d: i for i, d in enumerate(ids)}
+    def exact(queries: np.ndarray, corpus: np.ndarray) -> float:
+        return exact_metrics(queries, corpus, query_ids, ids, qrels, (k,))[metric]
+
+    position, metric = {d: i for i, d in enumerate(ids)}, f"ndcg@{k}"
     old_q = collection.encoder.encode(query_texts, batch_size=batch_size)
     new_q = new_encoder.encode(query_texts, batch_size=batch_size)
     mapped_q = new_q if alignment is None else alignment.apply(new_q)
@@ -106,7 +103,7 @@ def compatibility_report(collection, new_encoder, dataset, *, split: str = "test
     elif new_corpus.shape != (len(ids), new_encoder.dim):
         raise InvalidInputError(f"{_OWNER}: new_corpus must have shape ({len(ids)}, {new_encoder.dim}), one row per "
                                 f"document, got {new_corpus.shape}. Encode dataset.corpus_texts with new_encoder.")
-    reindexed = _ndcg(query_ids, ids, *exact_search(new_q, new_corpus, k), qrels, k)
+    reindexed = exact(new_q, new_corpus)
 
     old_corpus = np.concatenate([np.stack([item["vector"] for item in collection.get(ids[i:i + _GET_CHUNK])])
                                  for i in range(0, len(ids), _GET_CHUNK)])
@@ -117,7 +114,7 @@ def compatibility_report(collection, new_encoder, dataset, *, split: str = "test
         mixed = old_corpus.copy()
         chosen = order[:int(round(share * len(ids)))]
         mixed[chosen] = mapped_corpus[chosen]
-        curve.append((share, _ndcg(query_ids, ids, *exact_search(mapped_q, mixed, k), qrels, k)))
+        curve.append((share, exact(mapped_q, mixed)))
     needed = next((share for share, value in curve if value >= target * reindexed), None)
-    return CompatReport(f"ndcg@{k}", old_on_old, new_on_old, reindexed, tuple(curve), target, needed,
+    return CompatReport(metric, old_on_old, new_on_old, reindexed, tuple(curve), target, needed,
                         {"alignment": None if alignment is None else alignment.method, "queries": len(query_ids)})

@@ -21,6 +21,14 @@ def run_from_positions(query_ids: list[str], corpus_ids: list[str], scores: np.n
     }
 
 
+def exact_metrics(queries: np.ndarray, corpus: np.ndarray, query_ids: list[str], corpus_ids: list[str], qrels,
+                  k_values=(10,)) -> dict[str, float]:
+    """trec_eval metrics of exact search of ``queries [nq, d]`` over ``corpus [n_docs, d]`` (rows named by
+    ``query_ids`` and ``corpus_ids``) at each k of ``k_values``."""
+    scores, positions = exact_search(queries, corpus, max(k_values))
+    return evaluate_run(run_from_positions(query_ids, corpus_ids, scores, positions), qrels, k_values)
+
+
 def evaluate_retrieval(
     encoder,
     dataset: BeirDataset,
@@ -56,5 +64,4 @@ def evaluate_retrieval(
             f"got {corpus_embeddings.shape[0]}."
         )
     q = encoder.encode(query_texts, batch_size=batch_size, prompt=query_prompt, **encode_options)
-    scores, positions = exact_search(q, corpus_embeddings, max(k_values))
-    return evaluate_run(run_from_positions(query_ids, dataset.corpus_ids, scores, positions), qrels, k_values)
+    return exact_metrics(q, corpus_embeddings, query_ids, dataset.corpus_ids, qrels, k_values)

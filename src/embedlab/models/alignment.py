@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from embedlab.errors import DataFormatError, InvalidInputError
+from embedlab.files import atomic_write, hash_file
 
 RECORD = "embedlab_alignment.json"
 MAP_FILE = "embedlab_alignment.safetensors"
@@ -56,9 +57,7 @@ def folder_space(path: str | Path, pooling: str) -> str:
     for f in files:
         if f != path:  # a single file (a prebuilt ONNX model) is its bytes, whatever its name
             h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        hash_file(h, f)
     return h.hexdigest()[:16]
 
 
@@ -100,10 +99,7 @@ class Alignment:
         the map first, so a record never names a missing map)."""
         from safetensors.numpy import save
 
-        from embedlab.files import atomic_write
-
         folder = Path(folder)
-
         record = {"space": self.space, "model": self.model, "method": self.method, "fit": self.fit,
                   "map": None if self.weight is None else {"file": MAP_FILE, "bias": self.bias is not None}}
         if self.weight is not None:

@@ -52,7 +52,7 @@ class CollectionBase:
         """``texts`` as vectors of the collection's space: ``role`` is ``"queries"`` (an aligned encoder's map is
         applied) or ``"documents"`` (stored; an encoder aligned for queries only is refused)."""
         encoder = self._load_encoder(owner)
-        alignment = getattr(self, "_query_alignment", None)
+        alignment = self._query_alignment
         if alignment is not None and role == "documents":
             raise ConflictError(
                 f"{owner}: texts to store must be encoded by the collection's own model {self.encoder_name!r}, got "

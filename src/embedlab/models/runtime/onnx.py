@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from embedlab.errors import InvalidInputError, UnsupportedError
-from embedlab.files import replacing
+from embedlab.files import hash_file, replacing
 from embedlab.models.head import Head
 from embedlab.models.pooling import Pooling
 from embedlab.models.runtime import Backend, Precision
@@ -69,12 +69,6 @@ RECIPES = {
 
 
 # ---------------------------------------------------------------- cache location and keys
-def _hash_file(h, path: Path) -> None:
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-
-
 def source_hash(path: Path) -> str:
     """sha256 over the model folder: every file's relative path and bytes (the ONNX cache excluded)."""
     h = hashlib.sha256()
@@ -82,13 +76,13 @@ def source_hash(path: Path) -> str:
     for f in files:
         h.update(str(f.relative_to(path)).encode())
         h.update(b"\0")
-        _hash_file(h, f)
+        hash_file(h, f)
     return h.hexdigest()
 
 
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    _hash_file(h, path)
+    hash_file(h, path)
     return h.hexdigest()
 
 
