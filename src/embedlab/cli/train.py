@@ -184,8 +184,8 @@ def train_distill(
         raise InvalidInputError(f"{owner}: pass --layers (truncate the teacher) or --student (another model), got "
                                 "both. Drop one.")
     texts = _read_texts(data, split, owner)
-    torch_teacher = load_encoder(teacher, threads=threads)
-    if student is None:
+    if student is None:  # the teacher's torch weights are needed only to cut the student from them
+        torch_teacher = load_encoder(teacher, threads=threads)
         depth = torch_teacher.num_layers
         model = truncated_student(torch_teacher, layers if layers is not None else max(1, depth // 2))
     else:
