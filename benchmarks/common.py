@@ -160,7 +160,31 @@ def wordnet_query_embeddings(split: str = "test", encoder=None, dataset=None) ->
     return ids, cached_encode(encoder, texts, root=CACHE, batch_size=BATCH_SIZE)
 
 
+def wordnet_subcorpus(dataset, split: str, others: int, *, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` of a WordNet sub-corpus for ``split``: every document its qrels judge plus ``others`` more drawn
+    with ``seed``, in corpus order; the same rows for every model evaluated on it (for evaluations that cannot afford
+    the 117k corpus per model)."""
+    _, _, qrels = dataset.split(split)
+    relevant = {d for judged in qrels.values() for d in judged}
+    rng = np.random.default_rng(seed)
+    rest = [i for i in rng.permutation(len(dataset.corpus_ids)).tolist() if dataset.corpus_ids[i] not in relevant]
+    rows = sorted([i for i, d in enumerate(dataset.corpus_ids) if d in relevant] + rest[:others])
+    return [dataset.corpus_ids[i] for i in rows], [dataset.corpus_texts[i] for i in rows]
+
+
 # ---------------------------------------------------------------- experiments kept between runs
+def child_argv() -> list[str]:
+    """This script's arguments for a child process that runs one experiment: without ``--fresh`` and ``--only``."""
+    argv = [a for a in sys.argv[1:] if a != "--fresh"]
+    if "--only" in argv:
+        i = j = argv.index("--only")
+        j += 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            j += 1
+        argv = argv[:i] + argv[j:]
+    return argv
+
+
 def kept_experiments(work: Path, names: list[str], known: list[str], run, *, fresh: bool = False) -> dict:
     """``{name: result}``: each of ``names`` run by ``run(name) -> dict`` (in a child process, say), unless
     ``work/<name>.json`` holds its kept result and not ``fresh``; a run's folder ``work/<name>`` is cleared first and its

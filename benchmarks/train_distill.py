@@ -246,12 +246,7 @@ def exp_soup(args, work: Path) -> dict:
     from embedlab.train.soup import soup
 
     ds = wordnet()
-    dev_ids, _, dev_qrels = ds.split("dev")
-    relevant = {d for judged in dev_qrels.values() for d in judged}
-    rng = np.random.default_rng(0)
-    others = [i for i in rng.permutation(len(ds.corpus_ids)).tolist() if ds.corpus_ids[i] not in relevant]
-    rows = sorted([i for i, d in enumerate(ds.corpus_ids) if d in relevant] + others[:DEV_DISTRACTORS])
-    sub_ids, sub_texts = [ds.corpus_ids[i] for i in rows], [ds.corpus_texts[i] for i in rows]
+    sub_ids, sub_texts = common.wordnet_subcorpus(ds, "dev", DEV_DISTRACTORS)
     folders = [work / f"finetune_s{s}" for s in SEEDS]
 
     def dev(encoder) -> float:
@@ -334,14 +329,7 @@ def main() -> None:
 
     def run(name: str) -> dict:
         started = time.perf_counter()
-        argv = [a for a in sys.argv[1:] if a != "--fresh"]
-        if "--only" in argv:  # the child runs one experiment whatever --only said
-            i = j = argv.index("--only")
-            j += 1
-            while j < len(argv) and not argv[j].startswith("--"):
-                j += 1
-            argv = argv[:i] + argv[j:]
-        subprocess.run([sys.executable, __file__, "--child", name, *argv], check=True)
+        subprocess.run([sys.executable, __file__, "--child", name, *common.child_argv()], check=True)
         payload = json.loads((work / f"{name}.child.json").read_text())
         return {**payload, "wall_seconds": time.perf_counter() - started}
 

@@ -159,3 +159,22 @@ def test_search_k_above_the_documented_maximum_is_one_clear_line(cli, papers):
     out = cli("search", papers, "anything", "--k", MAX_K + 1)
     assert out.exit_code == 2
     assert f"k must be <= {MAX_K:,} (embedlab.index.MAX_K)" in out.stderr and "Traceback" not in out.output
+
+
+def test_funnel_collection_from_the_cli(cli, papers, docs, tmp_path):
+    from embedlab.index import Collection
+
+    out = cli("index", tmp_path / "f", docs, "--index", "flat", "--funnel", "64", "--oversample", "2", "--format", "json")
+    assert out.exit_code == 0, out.output
+    with Collection.open(tmp_path / "f", readonly=True) as col:
+        assert col.index_params["funnel"] == [64, 384] and col.index_params["oversample"] == 2
+    out = cli("search", tmp_path / "f", "theoretical limits of embeddings", "--k", "2", "--oversample", "4",
+              "--format", "json")
+    assert out.exit_code == 0, out.output
+    exact = cli("search", papers, "theoretical limits of embeddings", "--k", "2", "--format", "json")
+    ids = [[h["id"] for h in json.loads(o.stdout)["results"][0]["hits"]] for o in (out, exact)]
+    assert ids[0] == ids[1]  # 2 x 4 candidates of 8 documents: every row is rescored, so the answer is exact
+    out = cli("index", tmp_path / "g", docs, "--oversample", "2")
+    assert out.exit_code == 2 and "--oversample needs --funnel" in out.stderr
+    out = cli("index", tmp_path / "h", docs, "--funnel", "384")
+    assert out.exit_code == 2 and "smaller than the full dimension" in out.stderr

@@ -15,8 +15,11 @@ def _tiny_bert(path, *, seed: int = 0):
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path.mkdir(parents=True)
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (path / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})  # transformers 5 ignores vocab_file=
+    assert tokenizer("the dog")["input_ids"] == [2, 5, 7, 3], "the tiny tokenizer must know its words"
+    tokenizer.save_pretrained(path)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)

@@ -158,3 +158,29 @@ def test_a_500_never_leaks_internals(make_app, monkeypatch, caplog):
     assert r.json() == {"error": {"type": "server_error", "message": "internal server error; the server log has the "
                                   "details.", "param": None}}
     assert "secret" in caplog.text  # the traceback goes to the log
+
+
+def test_funnel_collection_over_http(client):
+    """A funnel collection created with its params, searched with a per-request oversample, against exact search."""
+    import numpy as np
+
+    from embedlab.index import exact_search
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    r = client.post("/v1/collections", json={"name": "f", "dim": 16, "index": "flat",
+                                             "params": {"funnel": [4, 16], "oversample": 2}})
+    assert r.status_code == 201, r.text
+    assert client.post("/v1/collections/f/documents", json={"ids": list(range(200)), "vectors": x.tolist()}).status_code in (200, 201)
+    _, exact = exact_search(x[:2], x, 3)
+    r = client.post("/v1/collections/f/search", json={"vectors": x[:2].tolist(), "k": 3, "oversample": 67})
+    assert r.status_code == 200, r.text
+    assert [[h["id"] for h in res["hits"]] for res in r.json()["results"]] == exact.tolist()
+    r = client.post("/v1/collections", json={"name": "g", "dim": 16, "params": {"funnel": [16, 16]}})
+    assert r.status_code == 400 and "smaller than the full dimension" in r.json()["error"]["message"]
+    r = client.post("/v1/collections/f/search", json={"vectors": x[:1].tolist(), "oversample": 0})
+    assert r.status_code == 422
+    r = client.post("/v1/collections", json={"name": "h", "dim": 16, "index": "flat"})
+    r = client.post("/v1/collections/h/search", json={"vectors": x[:1].tolist(), "oversample": 4})
+    assert r.status_code == 400 and "oversample applies" in r.json()["error"]["message"]

@@ -33,6 +33,9 @@ def index_cmd(
     model: Optional[str] = ModelOpt,
     metric: Optional[Metric] = typer.Option(None, "--metric", help="Similarity of a new collection [default: cosine]; an existing one keeps its own."),
     index: Optional[IndexKind] = typer.Option(None, "--index", help="Index of a new collection [default: hnsw]; an existing one keeps its own."),
+    funnel: Optional[int] = typer.Option(None, "--funnel", min=1, help="New collection: search the first N dims, rescore "
+                                         "with the full vectors (for Matryoshka-trained models)."),
+    oversample: Optional[int] = typer.Option(None, "--oversample", min=1, help="With --funnel: candidates per hit [default: 8]."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Items per durable batch."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
@@ -52,8 +55,13 @@ def index_cmd(
     if created:
         encoder = load_encoder(model) if vecs is None or model is not None else None
         dim = int(vecs.shape[1]) if vecs is not None else encoder.dim
+        extra = {} if funnel is None else {"funnel": [funnel, dim]}
+        if oversample is not None:
+            if funnel is None:
+                raise InvalidInputError("embedlab index: --oversample needs --funnel, got it alone. Add --funnel N.")
+            extra["oversample"] = oversample
         col = Collection.create(path, dim=dim, metric=(metric or Metric.cosine).value,
-                                index=(index or IndexKind.hnsw).value, encoder=encoder)
+                                index=(index or IndexKind.hnsw).value, encoder=encoder, **extra)
     else:
         col = Collection.open(path, encoder=load_encoder(model) if model else None)
     with col:
@@ -180,13 +188,14 @@ def search_cmd(
     filter: Optional[str] = typer.Option(None, "--filter", help='Filter, e.g. \'pos == "noun" and n_lemmas >= 2\'.'),
     ef: Optional[int] = typer.Option(None, "--ef", min=1, help="efSearch (hnsw) / nprobe (ivf)."),
     model: Optional[str] = typer.Option(None, "--model", help="Override the collection's model."),
+    oversample: Optional[int] = typer.Option(None, "--oversample", min=1, help="Candidates per hit (funnel or codec collections)."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
     """Search a collection with text queries, optionally filtered: rank, id, score, text and metadata per hit."""
     from embedlab.index import Collection
 
     with Collection.open(path, readonly=True, encoder=load_encoder(model) if model else None) as col:
-        hits = col.search(list(queries), k, filter=filter, ef=ef, include=("text", "metadata"))
+        hits = col.search(list(queries), k, filter=filter, ef=ef, include=("text", "metadata"), oversample=oversample)
     results = hits_payload(queries, hits)
     for r in results:
         r["filter"] = filter

@@ -309,6 +309,16 @@ class Encoder:
         layer = self._check_layers(layers, "forward")
         return self._grouped(features, lambda f: runtime.forward(f, layer))
 
+    def forward_layers(self, features: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """``{L: forward(features, layers=L)}`` for every ``L`` in ``layers`` (``[b, dim]`` each, with gradients), from
+        one forward pass through the deepest of them: what 2-D Matryoshka losses (Starbucks, 2DMSE) train on."""
+        runtime = self._torch("forward_layers", "for a differentiable forward", "Load with backend='torch' for training.")
+        wanted = tuple(dict.fromkeys(self._check_layers(layer, "forward_layers") for layer in layers))
+        if not wanted:
+            raise InvalidInputError("Encoder.forward_layers: layers must name at least one layer, got none.")
+        stacked = self._grouped(features, lambda f: torch.stack(runtime.forward_layers(f, wanted), dim=1))
+        return {layer: stacked[:, i] for i, layer in enumerate(wanted)}
+
     def forward_tokens(self, features: dict[str, torch.Tensor], *, layers: int | None = None) -> torch.Tensor:
         """Token vectors ``[b, t, token_dim]`` with gradients (for late-interaction training): the backbone's token
         states through :attr:`token_projection` when there is one; unnormalised, special tokens kept; padding
@@ -389,22 +399,62 @@ class Encoder:
         x longest row); either may be ``None`` (no cap), not both. ``progress(done, total)`` may return
         ``False`` to cancel.
         """
-        prompt = self._resolve_prompt(prompt, prompt_name, "encode")
-        texts = self._check_texts(texts, "encode", prompt)
-        width = self._check_dim(dim, "encode")
         layer = self._check_layers(layers, "encode")
+        return self._pooled(texts, "encode", None if layer is None else (layer,), prompt=prompt,
+                            prompt_name=prompt_name, batch_size=batch_size, max_tokens=max_tokens, normalize=normalize,
+                            dim=dim, show_progress=show_progress, progress=progress)[0]
+
+    def encode_layers(
+        self,
+        texts: Sequence[str],
+        layers: Sequence[int],
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        batch_size: int | None = 64,
+        max_tokens: int | None = None,
+        normalize: bool = True,
+        dim: int | None = None,
+        show_progress: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[int, Embeddings]:
+        """``{L: encode(texts, layers=L, ...)}`` for every ``L`` in ``layers``, from one forward pass per batch that
+        stops after the deepest of them (torch backend): evaluating a 2-D Matryoshka model (Li et al. 2024) at
+        several depths costs one encoding at the deepest. Arguments as in :meth:`encode`."""
+        if isinstance(layers, (int, str)) or not hasattr(layers, "__iter__") or not list(layers):
+            raise InvalidInputError(f"Encoder.encode_layers: layers must be a non-empty list of layer numbers, got "
+                                    f"{layers!r}. Pass e.g. [2, 4, 6].")
+        wanted = tuple(dict.fromkeys(self._check_layers(layer, "encode_layers") for layer in layers))
+        vectors = self._pooled(texts, "encode_layers", wanted, prompt=prompt, prompt_name=prompt_name,
+                               batch_size=batch_size, max_tokens=max_tokens, normalize=normalize, dim=dim,
+                               show_progress=show_progress, progress=progress)
+        return dict(zip(wanted, vectors))
+
+    def _pooled(self, texts, method: str, layers: tuple[int, ...] | None, *, prompt, prompt_name, batch_size,
+                max_tokens, normalize, dim, show_progress, progress) -> list[Embeddings]:
+        """The pooled vectors ``[n, dim]`` of ``texts`` at each of ``layers`` (``None``: the runtime's last)."""
+        prompt = self._resolve_prompt(prompt, prompt_name, method)
+        texts = self._check_texts(texts, method, prompt)
+        width = self._check_dim(dim, method)
         n_prompt = self._prompt_length(prompt)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        outs = [np.empty((len(texts), self.dim), dtype=np.float32) for _ in (layers or (None,))]
         with self.runtime.running():
-            for rows, features in self._batches(texts, "encode", batch_size, max_tokens, show_progress, progress):
+            for rows, features in self._batches(texts, method, batch_size, max_tokens, show_progress, progress):
                 if n_prompt:
                     mask = features["attention_mask"]
                     features["pooling_mask"] = mask * (np.cumsum(mask, axis=1) > n_prompt)
-                out[rows] = self.runtime.embed(features, layer)
-        out = out[:, :width]
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(out)
+                if layers is None:
+                    outs[0][rows] = self.runtime.embed(features)
+                else:
+                    for out, vectors in zip(outs, self.runtime.embed_layers(features, layers)):
+                        out[rows] = vectors
+        result = []
+        for out in outs:
+            out = out[:, :width]
+            if normalize:
+                out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            result.append(np.ascontiguousarray(out))
+        return result
 
     def encode_tokens(
         self,

@@ -67,8 +67,9 @@ class CreateCollection(Request):
     metric: Literal["cosine", "ip", "l2"] = "cosine"
     index: Literal["flat", "hnsw", "ivf"] | None = None
     model: str | None = Field(None, description="the served model that encodes its texts (default: the server's)")
-    params: dict[str, Union[StrictInt, float, StrictStr, None]] = Field(
-        default_factory=dict, description="index and compression options, e.g. {\"M\": 32} or {\"codec\": \"int8\"}")
+    params: dict[str, Union[StrictInt, float, StrictStr, None, list[StrictInt]]] = Field(
+        default_factory=dict, description="index and compression options, e.g. {\"M\": 32}, {\"codec\": \"int8\"} or "
+                                          "{\"funnel\": [64, 384], \"oversample\": 8}")
     multivector: Union[StrictBool, dict[str, Union[StrictInt, float, StrictStr]]] = Field(
         False, description="store token vectors (MUVERA candidates re-ranked by MaxSim); options such as candidates")
     schema_: dict[str, Literal["str", "int", "float", "bool", "list[str]"]] | None = Field(None, alias="schema")
@@ -122,6 +123,7 @@ class SearchRequest(Request):
     offset: int = Field(0, ge=0)
     min_score: float | None = None
     ef: int | None = Field(None, ge=1)
+    oversample: int | None = Field(None, ge=1, le=1024)
 
 
 class Hit(BaseModel):

@@ -121,7 +121,7 @@ class InfoNCE(torch.nn.Module):
         anchors, positives, negatives, _ = contrastive_texts(batch, f"{type(self).__name__}.forward")
         return [(anchors, prompt_for(batch, "anchor"))] + _candidate_groups(batch, positives, negatives), 1
 
-    def from_embeddings(self, parts: list[torch.Tensor]) -> torch.Tensor:
+    def from_embeddings(self, parts: list[torch.Tensor], batch: Mapping | None = None) -> torch.Tensor:
         """The loss from the embeddings of :meth:`groups` (anchors ``[b, d]``, then candidate groups)."""
         return info_nce(parts[0], torch.cat(parts[1:]), temperature=self.temperature, symmetric=self.symmetric)
 
@@ -353,10 +353,20 @@ class CoSENT(torch.nn.Module):
         super().__init__()
         self.scale = _positive_float(scale, "CoSENT", "scale")
 
-    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+    def groups(self, batch: Mapping) -> tuple[list[tuple[list[str], str | None]], int]:
+        """The texts to encode as ``(texts, prompt)`` groups: ``sentence1``, then ``sentence2``."""
         _columns(batch, ("sentence1", "sentence2", "score"), "CoSENT.forward")
-        u = embed(encoder, list(batch["sentence1"]), prompt_for(batch, "sentence1"))
-        v = embed(encoder, list(batch["sentence2"]), prompt_for(batch, "sentence2"))
+        return [(list(batch[c]), prompt_for(batch, c)) for c in ("sentence1", "sentence2")], 1
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        groups, _ = self.groups(batch)
+        return self.from_embeddings([embed(encoder, texts, prompt) for texts, prompt in groups], batch)
+
+    def from_embeddings(self, parts: list[torch.Tensor], batch: Mapping | None = None) -> torch.Tensor:
+        """The loss from the embeddings ``[b, d]`` of :meth:`groups` and the batch's ``score`` column."""
+        if batch is None:
+            raise InvalidInputError("CoSENT.from_embeddings: batch must be given (its 'score' column), got None.")
+        u, v = parts
         similarities = (F.normalize(u, dim=1) * F.normalize(v, dim=1)).sum(dim=1)
         scores = torch.as_tensor([float(s) for s in batch["score"]], dtype=similarities.dtype,
                                  device=similarities.device)
@@ -427,3 +437,205 @@ class MaxSimContrastive(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, temperature={self.temperature}"
+
+
+# ---------------------------------------------------------------------------------------------- elastic: Matryoshka, 2-D
+def _elastic_inner(loss, owner: str) -> torch.nn.Module:
+    """The wrapped loss of an elastic loss: one that splits into ``groups(batch)`` and ``from_embeddings(parts, batch)``
+    (InfoNCE, CoSENT), so that one forward pass serves every prefix and layer."""
+    ok = isinstance(loss, torch.nn.Module) and hasattr(loss, "groups") and hasattr(loss, "from_embeddings")
+    if not ok or isinstance(loss, (CachedInfoNCE, Matryoshka)):
+        raise InvalidInputError(f"{owner}: loss must be InfoNCE or CoSENT (a loss with groups() and "
+                                f"from_embeddings()), got {type(loss).__name__}. Wrap InfoNCE(), e.g. {owner}(InfoNCE(), ...).")
+    return loss
+
+
+def _check_sizes(values, owner: str, name: str, example: str) -> list[int]:
+    ok = (isinstance(values, (list, tuple)) and values
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values))
+    if not ok:
+        raise InvalidInputError(f"{owner}: {name} must be a non-empty list of positive ints, got {values!r}. "
+                                f"Pass e.g. {example}.")
+    if len(set(values)) != len(values):
+        raise InvalidInputError(f"{owner}: {name} must not repeat a value, got {list(values)}.")
+    return list(values)
+
+
+def _check_weights(weights, n: int, owner: str) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    if not isinstance(weights, (list, tuple)) or len(weights) != n:
+        raise InvalidInputError(f"{owner}: weights must be a list of {n} numbers (one per size), got {weights!r}.")
+    return [_positive_float(w, owner, "each weight") for w in weights]
+
+
+def _check_width(encoder, dims, owner: str) -> None:
+    if max(dims) > encoder.dim:
+        raise InvalidInputError(f"{owner}: every dim must be at most the model's width {encoder.dim}, got "
+                                f"{max(dims)}. Drop the sizes above {encoder.dim}.")
+
+
+def _similarity_log_probs(parts: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """Row-wise log-softmax ``[b, m]`` of the cosines of the first part (anchors) to the rest (candidates)."""
+    a = F.normalize(parts[0], dim=1)
+    c = F.normalize(torch.cat(parts[1:]), dim=1)
+    return F.log_softmax(a @ c.T / temperature, dim=1)
+
+
+def similarity_kl(small: list[torch.Tensor], full: list[torch.Tensor], *, temperature: float = 0.3) -> torch.Tensor:
+    """``KL(p_full || p_small)`` averaged over anchors, where ``p`` is the softmax over candidates of anchor-candidate
+    cosines / ``temperature`` (:func:`_similarity_log_probs`); ``full`` is detached, so only the smaller model moves
+    toward the full one (the alignment term of Starbucks and 2DMSE). ``small`` and ``full``: the same groups
+    (anchors first), any widths."""
+    target = _similarity_log_probs([p.detach() for p in full], temperature)
+    return F.kl_div(_similarity_log_probs(small, temperature), target, log_target=True, reduction="batchmean")
+
+
+class Matryoshka(torch.nn.Module):
+    """Matryoshka representation learning (Kusupati et al. 2022, "Matryoshka Representation Learning", NeurIPS):
+    ``sum_d w_d * loss(embeddings[:, :d])`` over the prefix sizes ``dims``, from one forward pass.
+
+    ``dims`` in any order (sorted here, with their ``weights``; default 1 each), each at most the model's width
+    (checked on the first batch); the wrapped ``loss`` is :class:`InfoNCE` or :class:`CoSENT`. Prefixes are
+    re-normalised by the wrapped loss (it works on cosines).
+    """
+
+    def __init__(self, loss: torch.nn.Module, dims, weights=None) -> None:
+        super().__init__()
+        self.loss = _elastic_inner(loss, "Matryoshka")
+        dims = _check_sizes(dims, "Matryoshka", "dims", "[64, 128, 256, 384]")
+        weights = _check_weights(weights, len(dims), "Matryoshka")
+        order = sorted(range(len(dims)), key=dims.__getitem__)
+        self.dims, self.weights = [dims[i] for i in order], [weights[i] for i in order]
+        self.spec = ",".join(f"{d}:{w:g}" for d, w in zip(self.dims, self.weights))  # recorded in checkpoints
+
+    def prefix_loss(self, parts: list[torch.Tensor], batch: Mapping) -> torch.Tensor:
+        return sum(w * self.loss.from_embeddings([p[:, :d] for p in parts], batch)
+                   for d, w in zip(self.dims, self.weights))
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        _check_width(encoder, self.dims, "Matryoshka")
+        groups, _ = self.loss.groups(batch)
+        return self.prefix_loss([embed(encoder, texts, prompt) for texts, prompt in groups], batch)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}, weights={self.weights}"
+
+
+def check_pairs(pairs, owner: str) -> list[tuple[int, int]]:
+    """``pairs`` of ``(layer, dim)`` as a list of int tuples, sorted from small to full with no repeats; a clear
+    error otherwise. Model limits are checked against the encoder on the first batch (:func:`_check_pairs_fit`)."""
+    example = "[(2, 64), (4, 192), (6, 384)]"
+    ok = isinstance(pairs, (list, tuple)) and pairs and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                             for v in p) for p in pairs)
+    if not ok:
+        raise InvalidInputError(f"{owner}: pairs must be a non-empty list of (layer, dim) pairs of positive ints, got "
+                                f"{pairs!r}. Pass e.g. {example}.")
+    pairs = [(int(a), int(b)) for a, b in pairs]
+    if len(set(pairs)) != len(pairs):
+        dup = sorted({p for p in pairs if pairs.count(p) > 1})
+        raise InvalidInputError(f"{owner}: pairs must not repeat, got {dup} more than once.")
+    if pairs != sorted(pairs) or any(b[1] < a[1] for a, b in zip(pairs, pairs[1:])):
+        raise InvalidInputError(f"{owner}: pairs must run from small to full (layers and dims never decreasing), got "
+                                f"{pairs}. Pass them sorted, e.g. {example}.")
+    return pairs
+
+
+def _check_pairs_fit(encoder, pairs, owner: str) -> None:
+    layer, dim = pairs[-1]
+    if layer > encoder.num_layers or dim > encoder.dim:
+        raise InvalidInputError(f"{owner}: pairs must stay within the model ({encoder.num_layers} layers, dim "
+                                f"{encoder.dim}), got {(layer, dim)}. Drop the pairs beyond it.")
+    if (layer, dim) != (encoder.num_layers, encoder.dim):
+        raise InvalidInputError(f"{owner}: the last pair must be the full model {(encoder.num_layers, encoder.dim)} "
+                                f"(the alignment target), got {(layer, dim)}. Append it.")
+
+
+def _layer_parts(encoder, groups, layers) -> dict[int, list[torch.Tensor]]:
+    """``{layer: [embeddings [n_g, d] of each group]}`` from one pass per group through the deepest layer."""
+    per_group = [encoder.forward_layers(encoder.tokenize(texts, prompt=prompt), layers) for texts, prompt in groups]
+    return {layer: [g[layer] for g in per_group] for layer in layers}
+
+
+class Starbucks(torch.nn.Module):
+    """Starbucks representation learning (Zhuang et al. 2024, "Starbucks: Improved Training for 2D Matryoshka
+    Embeddings", arXiv:2410.13230): every step, the wrapped loss at each ``(layer, dim)`` of ``pairs`` plus
+    ``kl_weight`` times :func:`similarity_kl` of each smaller pair toward the full model.
+
+    ``pairs`` run from small to full (:func:`check_pairs`) and end with the full model ``(num_layers, dim)``; all
+    layers come from one forward pass per text group (:meth:`~embedlab.models.Encoder.forward_layers`), so a step
+    costs about one plain step plus the small losses. ``weights`` (one per pair, default 1). The paper's
+    masked-autoencoder pre-training stage (Starbucks-MAE) is not implemented: this is its fine-tuning stage alone.
+    """
+
+    def __init__(self, loss: torch.nn.Module, pairs, *, weights=None, kl_weight: float = 1.0,
+                 kl_temperature: float = 0.3) -> None:
+        super().__init__()
+        self.loss = _elastic_inner(loss, "Starbucks")
+        self.pairs = check_pairs(pairs, "Starbucks")
+        self.weights = _check_weights(weights, len(self.pairs), "Starbucks")
+        self.kl_weight = float(kl_weight) if kl_weight == 0 else _positive_float(kl_weight, "Starbucks", "kl_weight")
+        self.kl_temperature = _positive_float(kl_temperature, "Starbucks", "kl_temperature")
+        self.spec = ",".join(f"{layer}x{dim}:{w:g}" for (layer, dim), w in zip(self.pairs, self.weights))
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        _check_pairs_fit(encoder, self.pairs, "Starbucks")
+        groups, _ = self.loss.groups(batch)
+        parts = _layer_parts(encoder, groups, sorted({layer for layer, _ in self.pairs}))
+        full = parts[self.pairs[-1][0]]
+        total = 0.0
+        for (layer, dim), w in zip(self.pairs, self.weights):
+            small = [p[:, :dim] for p in parts[layer]]
+            total = total + w * self.loss.from_embeddings(small, batch)
+            if self.kl_weight and (layer, dim) != self.pairs[-1]:
+                total = total + self.kl_weight * similarity_kl(small, full, temperature=self.kl_temperature)
+        return total
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs}, kl_weight={self.kl_weight}, kl_temperature={self.kl_temperature}"
+
+
+class TwoDMatryoshka(torch.nn.Module):
+    """2D Matryoshka sentence embeddings (2DMSE; Li et al. 2024, "2D Matryoshka Sentence Embeddings",
+    arXiv:2402.14776; sentence-transformers' ``Matryoshka2dLoss``): every step the last layer is trained at every
+    prefix in ``dims``, and one earlier layer, drawn uniformly from ``layers`` (torch's seeded RNG, so a resumed run
+    draws the same), at every prefix too, plus ``kl_weight`` times :func:`similarity_kl` of that layer (full width)
+    toward the last.
+
+    ``pairs`` give the sizes as :class:`Starbucks` does (their layers and dims; the last pair is the full model), so
+    the two recipes train for the same grid; the drawn layer's losses weigh ``prior_weight``.
+    """
+
+    def __init__(self, loss: torch.nn.Module, pairs, *, prior_weight: float = 1.0, kl_weight: float = 1.0,
+                 kl_temperature: float = 0.3) -> None:
+        super().__init__()
+        self.loss = _elastic_inner(loss, "TwoDMatryoshka")
+        self.pairs = check_pairs(pairs, "TwoDMatryoshka")
+        self.dims = sorted({dim for _, dim in self.pairs})
+        self.layers = sorted({layer for layer, _ in self.pairs})
+        if len(self.layers) < 2:
+            raise InvalidInputError(f"TwoDMatryoshka: pairs must name at least two layers (one to draw below the "
+                                    f"last), got layers {self.layers}. Use Matryoshka for one layer.")
+        self.prior_weight = _positive_float(prior_weight, "TwoDMatryoshka", "prior_weight")
+        self.kl_weight = (float(kl_weight) if kl_weight == 0
+                          else _positive_float(kl_weight, "TwoDMatryoshka", "kl_weight"))
+        self.kl_temperature = _positive_float(kl_temperature, "TwoDMatryoshka", "kl_temperature")
+        self.spec = ",".join(f"{layer}x{dim}" for layer, dim in self.pairs)
+
+    def _prefixes(self, parts: list[torch.Tensor], batch: Mapping) -> torch.Tensor:
+        return sum(self.loss.from_embeddings([p[:, :d] for p in parts], batch) for d in self.dims)
+
+    def forward(self, encoder, batch: Mapping) -> torch.Tensor:
+        _check_pairs_fit(encoder, self.pairs, "TwoDMatryoshka")
+        last = self.layers[-1]
+        drawn = self.layers[int(torch.randint(len(self.layers) - 1, (1,)))]
+        groups, _ = self.loss.groups(batch)
+        parts = _layer_parts(encoder, groups, [drawn, last])
+        total = self._prefixes(parts[last], batch) + self.prior_weight * self._prefixes(parts[drawn], batch)
+        if self.kl_weight:
+            total = total + self.kl_weight * similarity_kl(parts[drawn], parts[last], temperature=self.kl_temperature)
+        return total
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs}, prior_weight={self.prior_weight}, kl_weight={self.kl_weight}"

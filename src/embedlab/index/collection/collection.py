@@ -30,6 +30,7 @@ from embedlab.index.collection.storage import Database, VectorFile, WriterLock
 from embedlab.index.filters.ast import Filter, as_filter
 from embedlab.index.search import kinds, planner
 from embedlab.index.search.faiss_backends import VectorIndex
+from embedlab.index.search.funnel import check_oversample
 from embedlab.params import check_choice, check_int
 from embedlab.types import Hits, ProgressCallback, report_progress
 
@@ -128,6 +129,9 @@ class Collection(CollectionBase):
             index = "flat" if index_params.get("codec") is not None else "hnsw"
         dim = check_int(dim, owner, "dim")
         check_choice(metric, METRICS, owner, "metric")
+        if "funnel" in index_params and multivector not in (False, None):
+            raise UnsupportedError(f"{owner}: funnel= searches prefixes of single vectors, got it with multivector=. "
+                                   "Drop one of them.")
         params = kinds.check_params(index, index_params, owner, metric, dim)
         schema = MetadataTable.check_schema(schema, owner)
         encoder_name, encoder_obj = encoder_spec(encoder, dim, owner)
@@ -554,14 +558,16 @@ class Collection(CollectionBase):
             self._fields = self._db.fields()
 
     def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
-               offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = ()) -> Hits:
+               offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = (),
+               oversample: int | None = None) -> Hits:
         """Top-``k`` items per query (``k`` at most :data:`MAX_K`; ``nq * (k + offset)`` at most :data:`MAX_RESULTS`
         per call, else split the batch; the work is bounded by the stored rows). ``queries``: float ``[nq, dim]``
         (``nq = 0`` gives empty ``[0, k]`` hits) or a list of texts (needs an encoder);
         ``filter``: a :class:`Filter` or a filter string; ``ef``: efSearch (hnsw) / nprobe (ivf) before the planner
         raises it for selective filters; ``offset``: skip the best ``offset`` hits (paging, at most
         :data:`~embedlab.index.collection.operations.MAX_SEARCH_OFFSET`); ``min_score``: hits scoring below it
-        become padding; ``include``: any of ``"text"``, ``"metadata"``, ``"vector"`` to fill ``Hits.payload``.
+        become padding; ``include``: any of ``"text"``, ``"metadata"``, ``"vector"`` to fill ``Hits.payload``;
+        ``oversample``: candidates per hit for this call in a collection that rescores (``funnel=`` or ``codec=``).
         Returns :class:`~embedlab.types.Hits` with the caller's ids (object array, ``None``-padded), float32 scores
         (``-inf``-padded), the planner's strategy per query, and the payload when ``include`` asks for one."""
         owner = "Collection.search"
@@ -575,6 +581,8 @@ class Collection(CollectionBase):
             offset = operations.check_offset(offset, owner)
             min_score = operations.check_min_score(min_score, owner)
             include = operations.check_include(include, owner, vectors_supported=self._layer is None)
+            if oversample is not None:
+                oversample = self._check_oversample(oversample, owner)
             want = k + offset
             q_payload = None
             if self._layer is not None:
@@ -586,7 +594,8 @@ class Collection(CollectionBase):
             check_results(len(q), want, owner)
             work = min(want, max(self._n, 1))  # never rank more than the stored rows; padded back to want below
             scores, rows, strategy = self._search_rows(
-                q, work if self._layer is None else min(self._layer.candidates(work), max(self._n, 1)), node, ef)
+                q, work if self._layer is None else min(self._layer.candidates(work), max(self._n, 1)), node, ef,
+                oversample)
             if self._layer is not None:
                 scores, rows = self._layer.rerank(q_payload, rows, work)
                 strategy = [s + "+rerank" for s in strategy]
@@ -618,13 +627,20 @@ class Collection(CollectionBase):
     def _links(self) -> int:
         return 2 * self.index_params.get("M", 16)
 
-    def _search_rows(self, q: np.ndarray, k: int, node: Filter | None, ef: int | None):
+    def _check_oversample(self, value, owner: str) -> int:
+        if "funnel" not in self.index_params and not self.index_params.get("rescore"):
+            raise InvalidInputError(f"{owner}: oversample applies to collections that rescore candidates (created with "
+                                    f"funnel= or codec=), got oversample={value!r} for index={self.index_kind!r}. "
+                                    "Drop oversample, or raise ef for a graph.")
+        return check_oversample(value, owner)
+
+    def _search_rows(self, q: np.ndarray, k: int, node: Filter | None, ef: int | None, oversample: int | None = None):
         mask = self._mask(node, "Collection.search")
         p = planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef, self._links(), len(q))
         if len(q) == 0 or self._n == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64),
                     [p.strategy] * len(q))
-        return planner.execute(p, self._index, self._vectors, q, k, self.metric, mask)
+        return planner.execute(p, self._index, self._vectors, q, k, self.metric, mask, oversample=oversample)
 
     @property
     def id_kind(self) -> str | None:

@@ -103,10 +103,10 @@ def check_index(kind: str, params: dict, owner: str) -> dict:
         if kind == "flat":
             raise UnsupportedError(f"{owner}: codec='int8' needs index='hnsw' (HNSW_SQ) or index='ivf' (IVF_SQ8) "
                                    "with backend='milvus', got index='flat' (Milvus has no flat SQ8 index).")
-    extra = sorted(set(params) & {"rescore", "oversample", "codec_train_size"})
+    extra = sorted(set(params) & {"rescore", "oversample", "codec_train_size", "funnel"})
     if extra:
         raise UnsupportedError(f"{owner}: index parameter {extra[0]!r} is not available with backend='milvus' (Milvus "
-                               "scores its SQ8 codes itself). Drop it.")
+                               "scores its own index; funnel search is local only). Drop it, or use backend='local'.")
     out = _INDEXES[kind].check_params(params, owner)
     if kind == "ivf":
         out.pop("train_size", None)
@@ -588,10 +588,15 @@ class MilvusCollection(CollectionBase):
                 return
 
     def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
-               offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = ()) -> Hits:
+               offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = (),
+               oversample: int | None = None) -> Hits:
         """As :meth:`Collection.search <embedlab.index.collection.collection.Collection.search>`; the strategy
-        of every query is ``"milvus"`` (``"milvus+rerank"`` for multi-vector collections)."""
+        of every query is ``"milvus"`` (``"milvus+rerank"`` for multi-vector collections). ``oversample`` is an
+        error: Milvus collections do not rescore candidates."""
         owner = "Collection.search"
+        if oversample is not None:
+            raise InvalidInputError(f"{owner}: oversample applies to local collections that rescore candidates "
+                                    f"(funnel= or codec=), got oversample={oversample!r} with backend='milvus'. Drop it.")
         with self._mutex:
             self._begin(owner)
             k = check_k(k, owner)

@@ -135,7 +135,8 @@ class CompressedIndex:
             searcher.add(codec.encode(np.asarray(stored[start : min(self._n, start + 65536)])))
         self.codec, self.rescore_codec, self.searcher = codec, rescore_codec, searcher
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: BitmapSelector | None = None, ef: int | None = None):
+    def search(self, queries: np.ndarray, k: int, *, allowed: BitmapSelector | None = None, ef: int | None = None,
+               oversample: int | None = None):
         q = np.ascontiguousarray(queries, dtype=np.float32)
         stored = self.source()
         if not self.trained:  # before training: an exact scan of the float rows
@@ -145,7 +146,8 @@ class CompressedIndex:
             return scores, np.where(pos >= 0, rows[np.maximum(pos, 0)], -1)
         subset = allowed.mask[: self._n] if allowed is not None else None
         rescore = self.params["rescore"]
-        scores, rows = self.searcher.search(q, k * self.params["oversample"] if rescore else k, subset=subset)
+        candidates = k * int(oversample or self.params["oversample"]) if rescore else k
+        scores, rows = self.searcher.search(q, candidates, subset=subset)
         if rescore == "float32":
             return rescore_rows(q, rows, stored, k)
         if rescore == "int8":

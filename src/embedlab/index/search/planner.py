@@ -90,21 +90,23 @@ def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | 
 
 
 def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, k: int, metric: str,
-            mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Run plan ``p``: ``(scores float32 [nq, k], rows int64 [nq, k], strategy per query)``."""
+            mask: np.ndarray | None, *, oversample: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Run plan ``p``: ``(scores float32 [nq, k], rows int64 [nq, k], strategy per query)``. ``oversample`` reaches
+    an index that rescores its candidates (funnel, compressed) for this call."""
     nq = len(queries)
+    extra = {} if oversample is None else {"oversample": oversample}
     if p.strategy == "exact":
         rows = np.flatnonzero(mask) if mask is not None else np.arange(len(vectors))
         scores, out = exact_rows(queries, vectors, rows, k, metric)
         return scores, out, [p.strategy] * nq
     selection = BitmapSelector(mask) if mask is not None and p.strategy in ("filtered_ann", "flat_scan") else None
     if p.strategy == "post_filter":
-        cand_scores, cand_rows = index.search(queries, p.candidates, allowed=None, ef=p.ef)
+        cand_scores, cand_rows = index.search(queries, p.candidates, allowed=None, ef=p.ef, **extra)
         ok = cand_rows >= 0
         ok[ok] = mask[cand_rows[ok]]
         scores, out = _first_k(cand_scores, cand_rows, ok, k)
     else:
-        scores, out = index.search(queries, k, allowed=selection, ef=p.ef or None)
+        scores, out = index.search(queries, k, allowed=selection, ef=p.ef or None, **extra)
     strategy = [p.strategy] * nq
     need = min(k, p.allowed)
     short = np.flatnonzero((out >= 0).sum(1) < need)

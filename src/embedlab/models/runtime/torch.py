@@ -2,7 +2,8 @@
 
 :meth:`TorchRuntime.forward` keeps gradients (training); :meth:`TorchRuntime.embed` and
 :meth:`TorchRuntime.token_states` run the same pass under ``torch.inference_mode`` and return float32
-numpy arrays. ``layer=L`` returns the hidden state after block ``L`` and stops the forward pass there.
+numpy arrays. ``layer=L`` returns the hidden state after block ``L`` and stops the forward pass there;
+:meth:`TorchRuntime.forward_layers` pools several layers from one pass (2-D Matryoshka training and evaluation).
 A ``pooling_mask`` in the features (the padding mask with a prompt's tokens zeroed) replaces the
 attention mask for pooling only; a :class:`~embedlab.models.head.Head` (Dense / Normalize modules)
 runs on the pooled vectors.
@@ -80,31 +81,54 @@ class TorchRuntime:
     # ------------------------------------------------------------------ differentiable path
     def forward(self, features: dict[str, torch.Tensor], layer: int | None = None) -> torch.Tensor:
         """Pooled, unnormalised embeddings ``[b, dim]`` with gradients, from tensors ``[b, t]`` on :attr:`device`."""
+        return self.forward_layers(features, (layer or self.num_layers,))[0]
+
+    def forward_layers(self, features: dict[str, torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Pooled embeddings ``[b, dim]`` after each block in ``layers`` (1..num_layers), from one forward pass."""
         mask = features.get("pooling_mask", features["attention_mask"])
-        pooled = pool(self.hidden_states(features, layer), mask, self.pooling)
-        return pooled if self.head is None else self.head(pooled)
+        pooled = [pool(hidden, mask, self.pooling) for hidden in self.layer_states(features, layers)]
+        return pooled if self.head is None else [self.head(p) for p in pooled]
 
     def hidden_states(self, features: dict[str, torch.Tensor], layer: int | None = None) -> torch.Tensor:
-        """Token states ``[b, t, d]`` after block ``layer`` (``None``: the last). An earlier layer stops the
-        forward pass there (a hook on that block raises with its output), so layer ``L`` costs ``L`` blocks."""
+        """Token states ``[b, t, d]`` after block ``layer`` (``None``: the last)."""
+        return self.layer_states(features, (layer or self.num_layers,))[0]
+
+    def layer_states(self, features: dict[str, torch.Tensor], layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Token states ``[b, t, d]`` after each block in ``layers``, in that order, from one forward pass that stops
+        after the deepest of them (a hook on that block raises with its output), so it costs ``max(layers)`` blocks.
+        The last layer is the model's ``last_hidden_state`` (after any final norm)."""
         inputs = {k: v for k, v in features.items() if k not in NOT_MODEL_INPUTS}
-        if layer is None or layer == self.num_layers:
-            return self.model(**inputs).last_hidden_state
-        blocks = _transformer_blocks(self.model, self.num_layers)
+        n = self.num_layers
+        deepest = max(layers)
+        if set(layers) == {n}:
+            hidden = self.model(**inputs).last_hidden_state
+            return [hidden] * len(layers)
+        blocks = _transformer_blocks(self.model, n)
         if blocks is None:  # an architecture whose blocks we cannot find: run every layer
-            return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+            states = self.model(**inputs, output_hidden_states=True)
+            return [states.last_hidden_state if layer == n else states.hidden_states[layer] for layer in layers]
+        seen: dict[int, torch.Tensor] = {}
 
-        def stop(module, args, output):
-            raise _StopForward(output[0] if isinstance(output, tuple) else output)
+        def keep(index: int):
+            def hook(module, args, output):
+                seen[index] = output[0] if isinstance(output, tuple) else output
+                if index == deepest and deepest < n:
+                    raise _StopForward(seen[index])
+            return hook
 
-        handle = blocks[layer - 1].register_forward_hook(stop)
+        handles = [blocks[layer - 1].register_forward_hook(keep(layer)) for layer in set(layers) if layer < n]
         try:
-            self.model(**inputs)
-        except _StopForward as done:
-            return done.hidden
+            try:
+                seen[n] = self.model(**inputs).last_hidden_state
+            except _StopForward:
+                pass
         finally:
-            handle.remove()
-        raise RuntimeError(f"TorchRuntime: layer {layer} of {type(self.model).__name__} never ran")  # pragma: no cover
+            for handle in handles:
+                handle.remove()
+        missing = [layer for layer in layers if layer not in seen]
+        if missing:  # pragma: no cover
+            raise RuntimeError(f"TorchRuntime: layers {missing} of {type(self.model).__name__} never ran")
+        return [seen[layer] for layer in layers]
 
     # ------------------------------------------------------------------ inference on numpy batches
     def _tensors(self, features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -116,6 +140,12 @@ class TorchRuntime:
         inputs = self._tensors(features)
         with torch.inference_mode():
             return self.forward(inputs, layer).float().cpu().numpy()
+
+    def embed_layers(self, features: dict[str, np.ndarray], layers: tuple[int, ...]) -> list[np.ndarray]:
+        """:meth:`embed` at each of ``layers`` (float32 ``[b, dim]`` each), from one pass."""
+        inputs = self._tensors(features)
+        with torch.inference_mode():
+            return [v.float().cpu().numpy() for v in self.forward_layers(inputs, layers)]
 
     def token_states(self, features: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
         """Token states, float32 ``[b, t, d]``, for one padded batch."""

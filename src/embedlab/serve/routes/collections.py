@@ -150,7 +150,7 @@ async def search(body: SearchRequest, request: Request, name: str = NamePath, sr
     n = len(body.queries if body.queries is not None else body.vectors)
     srv.check_count(n, "queries" if body.queries is not None else "vectors")
     options = dict(k=body.k, filter=body.filter, offset=body.offset, min_score=body.min_score, ef=body.ef,
-                   include=("text", "metadata"))
+                   include=("text", "metadata"), oversample=body.oversample)
     if body.vectors is not None:
         queries = _matrix(body.vectors, "vectors")
         work = run_in_threadpool(lambda: col.search(queries, **options))
