@@ -10,6 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
+SORT_BELOW = 512  # rows of at most this many entries are sorted whole instead of partitioned first
 
 def topk(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` entries of each row of ``scores``.
@@ -33,7 +34,7 @@ def topk(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> tup
         invalid = positions < 0
         scores = np.where(invalid, -np.inf, scores)
         positions = np.where(invalid, np.iinfo(np.int64).max, positions)
-    if kk < n:
+    if kk < n and n > SORT_BELOW:
         # partition at the (k+1)-th best: the first k are the top k (a tie across the cut is broken arbitrarily),
         # and a row whose (k+1)-th score equals its k-th has such a tie, so it is redone with a full sort
         part = np.argpartition(-scores, kk, axis=1)
@@ -44,10 +45,10 @@ def topk(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> tup
             pos = np.arange(n) if positions is None else positions[row]
             order = np.lexsort((pos, -scores[row]))[:kk]
             top_s[row], top_p[row] = scores[row, order], pos[order]
-    else:
+    else:  # few entries (a rescoring pass): one sort of everything costs less than partitioning
         top_s = scores
         top_p = np.broadcast_to(np.arange(n, dtype=np.int64), (nq, n)) if positions is None else positions
-    order = np.lexsort((top_p, -top_s), axis=1)
+    order = np.lexsort((top_p, -top_s), axis=1)[:, :kk]
     out_s[:, :kk] = np.take_along_axis(top_s, order, 1)
     out_p[:, :kk] = np.take_along_axis(top_p, order, 1)
     padding = ~(out_s > -np.inf)

@@ -6,7 +6,7 @@ import pytest
 from embedlab.errors import InvalidInputError
 from embedlab.files import atomic_write, replacing
 from embedlab.params import check_choice, check_int
-from embedlab.topk import topk
+from embedlab.topk import SORT_BELOW, topk
 
 
 def _reference(scores, positions, k):
@@ -19,13 +19,14 @@ def _reference(scores, positions, k):
             np.array([[p for _, p in r] for r in out], dtype=np.int64))
 
 
+@pytest.mark.parametrize("n", [12, SORT_BELOW + 88])  # the whole-sort path and the partition path
 @pytest.mark.parametrize("k", [1, 3, 7, 20])
-def test_topk_matches_a_sorted_reference_with_ties_and_padding(k):
+def test_topk_matches_a_sorted_reference_with_ties_and_padding(k, n):
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 4, size=(50, 12)).astype(np.float32)  # many ties
-    positions = rng.permutation(np.arange(600)).reshape(50, 12)
-    positions[rng.random((50, 12)) < 0.1] = -1
-    scores[rng.random((50, 12)) < 0.1] = -np.inf
+    scores = rng.integers(0, 4, size=(50, n)).astype(np.float32)  # many ties
+    positions = rng.permutation(np.arange(50 * n)).reshape(50, n)
+    positions[rng.random((50, n)) < 0.1] = -1
+    scores[rng.random((50, n)) < 0.1] = -np.inf
     got_s, got_p = topk(scores, k, positions)
     ref_s, ref_p = _reference(scores, positions, k)
     np.testing.assert_array_equal(got_p, ref_p)
