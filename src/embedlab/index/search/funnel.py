@@ -115,7 +115,7 @@ class FunnelIndex:
         n = self.ntotal
         candidates = min(max(n, 1), k * int(oversample or self.params["oversample"]))
         _, rows = self.inner.search(self.prefix(q), candidates, allowed=allowed, ef=ef)
-        return rescore_rows(q, rows, self.source(), k)
+        return rescore_rows(q, rows, np.asarray(self.source()), k)  # a plain view: no memmap subclass per read
 
     def ram_bytes_per_vector(self) -> float:
         """The first stage's bytes per row (prefix rows, links); the full rows are memory-mapped, as with codecs."""
