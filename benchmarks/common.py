@@ -185,6 +185,27 @@ def child_argv() -> list[str]:
     return argv
 
 
+def run_experiments(script: str, work: Path, exps: dict, args) -> dict | None:
+    """Each experiment of ``exps`` (``name -> fn(args, work) -> dict``) in a child process of ``script`` (so that its
+    peak RSS is its own), kept by :func:`kept_experiments`: ``args.only`` (default all) in order, ``args.fresh`` re-runs.
+    In the child (``args.child`` names its experiment) the result is written for the parent and None returned."""
+    import subprocess
+    import time
+
+    if args.child:
+        payload = exps[args.child](args, work)
+        (work / f"{args.child}.child.json").write_text(json.dumps(payload, indent=2, default=_json_default))
+        return None
+
+    def run(name: str) -> dict:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, script, "--child", name, *child_argv()], check=True)
+        payload = json.loads((work / f"{name}.child.json").read_text())
+        return {**payload, "wall_seconds": time.perf_counter() - started}
+
+    return kept_experiments(work, args.only or list(exps), list(exps), run, fresh=args.fresh)
+
+
 def kept_experiments(work: Path, names: list[str], known: list[str], run, *, fresh: bool = False) -> dict:
     """``{name: result}``: each of ``names`` run by ``run(name) -> dict`` (in a child process, say), unless
     ``work/<name>.json`` holds its kept result and not ``fresh``; a run's folder ``work/<name>`` is cleared first and its

@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -322,18 +321,9 @@ def main() -> None:
         DEV_DISTRACTORS = SMOKE // 4
     work = work_dir(args)
     exps = experiments(args)
-    if args.child:
-        payload = exps[args.child](args, work)
-        (work / f"{args.child}.child.json").write_text(json.dumps(payload, indent=2, default=common._json_default))
+    results = common.run_experiments(__file__, work, exps, args)
+    if results is None:  # this process was one experiment's child
         return
-
-    def run(name: str) -> dict:
-        started = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--child", name, *common.child_argv()], check=True)
-        payload = json.loads((work / f"{name}.child.json").read_text())
-        return {**payload, "wall_seconds": time.perf_counter() - started}
-
-    results = common.kept_experiments(work, args.only or list(exps), list(exps), run, fresh=args.fresh)
     for kept in work.glob("leaf-*.json"):  # every LEAF configuration tried, for the report
         if not kept.name.endswith(".child.json"):
             results.setdefault(kept.stem, json.loads(kept.read_text()))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -335,18 +334,9 @@ def main() -> None:
     args = parser.parse_args()
     work = work_dir(args)
     exps = experiments()
-    if args.child:
-        payload = exps[args.child](args, work)
-        (work / f"{args.child}.child.json").write_text(json.dumps(payload, indent=2, default=common._json_default))
+    results = common.run_experiments(__file__, work, exps, args)
+    if results is None:  # this process was one experiment's child
         return
-
-    def run(name: str) -> dict:
-        started = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--child", name, *common.child_argv()], check=True)
-        payload = json.loads((work / f"{name}.child.json").read_text())
-        return {**payload, "wall_seconds": time.perf_counter() - started}
-
-    results = common.kept_experiments(work, args.only or list(exps), list(exps), run, fresh=args.fresh)
     report(args, results)
 
 
