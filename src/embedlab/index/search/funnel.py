@@ -22,13 +22,12 @@ import numpy as np
 
 from embedlab.compress import rescore as rescore_rows
 from embedlab.errors import InvalidInputError, UnsupportedError
-from embedlab.index.search.faiss_backends import FlatIndex, HNSWIndex, IVFIndex, VectorIndex, VectorSource
+from embedlab.index.search.faiss_backends import VectorIndex, VectorSource
 from embedlab.params import check_int
 from embedlab.selector import BitmapSelector
 
 FUNNEL_PARAMS = ("funnel", "oversample")  # index parameters that choose this index
 DEFAULT_OVERSAMPLE = 8
-_INNER = {"flat": FlatIndex, "hnsw": HNSWIndex, "ivf": IVFIndex}
 
 
 def check_oversample(value, owner: str) -> int:
@@ -36,7 +35,7 @@ def check_oversample(value, owner: str) -> int:
                      hint="The first stage returns k * oversample candidates for rescoring.")
 
 
-def check_funnel_params(own: dict, kind: str, inner: dict, owner: str, metric: str | None, dim: int | None) -> dict:
+def check_funnel_params(own: dict, inner: dict, owner: str, metric: str | None, dim: int | None) -> dict:
     """``{"funnel": [first, full], "oversample": n}`` validated against the collection's ``metric`` and ``dim``."""
     stages = own.get("funnel")
     width = dim or 384
@@ -56,8 +55,6 @@ def check_funnel_params(own: dict, kind: str, inner: dict, owner: str, metric: s
     if metric == "l2":
         raise UnsupportedError(f"{owner}: metric must be 'cosine' or 'ip' with funnel=, got 'l2'. Prefixes are "
                                "ranked by inner product; use metric='cosine'.")
-    if kind not in _INNER:  # pragma: no cover - kinds.check_params checked the kind
-        raise InvalidInputError(f"{owner}: index must be one of {sorted(_INNER)} with funnel=, got {kind!r}.")
     return {**inner, "funnel": [first, full], "oversample": check_oversample(own.get("oversample", DEFAULT_OVERSAMPLE),
                                                                              owner)}
 
@@ -79,16 +76,17 @@ class FunnelIndex:
         return {k: v for k, v in params.items() if k not in FUNNEL_PARAMS}
 
     @classmethod
-    def create(cls, kind: str, dim: int, metric: str, params: dict, source: VectorSource) -> "FunnelIndex":
+    def create(cls, inner_class, dim: int, metric: str, params: dict, source: VectorSource) -> "FunnelIndex":
+        """A new funnel whose first stage is ``inner_class`` (an index class of :mod:`~embedlab.index.search.kinds`)."""
         first = int(params["funnel"][0])
-        inner = _INNER[kind].create(first, metric, cls._inner_params(params), source)
-        return cls(kind, dim, metric, params, source, inner)
+        inner = inner_class.create(first, metric, cls._inner_params(params), source)
+        return cls(inner_class.kind, dim, metric, params, source, inner)
 
     @classmethod
-    def read(cls, kind: str, dim: int, metric: str, params: dict, path: Path, source: VectorSource) -> "FunnelIndex":
+    def read(cls, inner_class, dim: int, metric: str, params: dict, path: Path, source: VectorSource) -> "FunnelIndex":
         first = int(params["funnel"][0])
-        inner = _INNER[kind].read(first, metric, cls._inner_params(params), path, source)
-        return cls(kind, dim, metric, params, source, inner)
+        inner = inner_class.read(first, metric, cls._inner_params(params), path, source)
+        return cls(inner_class.kind, dim, metric, params, source, inner)
 
     @property
     def index(self):

@@ -42,7 +42,7 @@ def check_params(kind: str, params: dict, owner: str, metric: str | None = None,
                                    f"{codec}. Drop them, or drop funnel= for a compressed collection.")
         own = {name: params[name] for name in FUNNEL_PARAMS if name in params}
         inner = INDEXES[kind].check_params({k: v for k, v in params.items() if k not in FUNNEL_PARAMS}, owner)
-        return check_funnel_params(own, kind, inner, owner, metric, dim)
+        return check_funnel_params(own, inner, owner, metric, dim)
     codec = {name: params[name] for name in CODEC_PARAMS if name in params}
     out = INDEXES[kind].check_params({k: v for k, v in params.items() if k not in CODEC_PARAMS}, owner)
     if codec:
@@ -53,7 +53,7 @@ def check_params(kind: str, params: dict, owner: str, metric: str | None = None,
 def make_index(kind: str, dim: int, metric: str, params: dict, source: VectorSource) -> VectorIndex:
     """A new, empty index of ``kind`` with checked ``params``."""
     if _funnel(params):
-        return FunnelIndex.create(kind, dim, metric, params, source)
+        return FunnelIndex.create(INDEXES[kind], dim, metric, params, source)
     if any(name in params for name in CODEC_PARAMS):
         return CompressedIndex.create(dim, metric, params, source)
     return INDEXES[kind].create(dim, metric, params, source)
@@ -62,7 +62,7 @@ def make_index(kind: str, dim: int, metric: str, params: dict, source: VectorSou
 def load_index(kind: str, dim: int, metric: str, params: dict, path: Path, source: VectorSource) -> VectorIndex:
     """The index checkpoint ``path`` written by its ``write`` (raises ``DataFormatError`` when unreadable)."""
     if _funnel(params):
-        return FunnelIndex.read(kind, dim, metric, params, path, source)
+        return FunnelIndex.read(INDEXES[kind], dim, metric, params, path, source)
     if any(name in params for name in CODEC_PARAMS):
         return CompressedIndex.read(dim, metric, params, path, source)
     return INDEXES[kind].read(dim, metric, params, path, source)
