@@ -26,6 +26,7 @@ from embedlab.index.collection.inputs import (
 from embedlab.index.collection.layer import CollectionLayer, create_layer, load_layer
 from embedlab.index.collection.metadata import MetadataTable
 from embedlab.index.collection.mirror import Mirror
+from embedlab.index.collection.payload import Allowed, PayloadIndex, check_indexes
 from embedlab.index.collection.storage import Database, VectorFile, WriterLock
 from embedlab.index.filters.ast import Filter, as_filter
 from embedlab.index.search import kinds, planner
@@ -94,8 +95,8 @@ class Collection(CollectionBase):
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str | None = None,
-               encoder: Any = None, schema: dict[str, str] | None = None, multivector: Any = False,
-               backend: str = "local", uri: str | None = None, name: str | None = None, timeout: float | None = None,
+               encoder: Any = None, schema: dict[str, str] | None = None, indexes: list[str] | None = None,
+               multivector: Any = False, backend: str = "local", uri: str | None = None, name: str | None = None, timeout: float | None = None,
                **index_params: Any) -> "Collection":
         """Create an empty collection folder at ``path`` (which must not exist or be an empty folder).
 
@@ -104,7 +105,9 @@ class Collection(CollectionBase):
         (auto), ``nprobe=16``, ``train_size``); ``None`` means ``hnsw``, or ``flat`` when ``codec=`` is given
         (compressed collections scan their in-RAM codes, then rescore; see :mod:`embedlab.index.search.compressed`); ``encoder``: a model name/folder or an ``Encoder`` — stored in the
         manifest so ``texts=`` can be added and searched; ``schema``: ``{field: "str"|"int"|"float"|"bool"|"list[str]"}``
-        (undeclared fields are typed by their first value); ``multivector``: ``True`` or an options dict to store
+        (undeclared fields are typed by their first value); ``indexes``: the fields given payload indexes
+        (:mod:`~embedlab.index.collection.payload`; ``None``: every field, also fields inferred later; ``[]``:
+        none, every filter scans); ``multivector``: ``True`` or an options dict to store
         :class:`~embedlab.types.MultiVectors` (searched through fixed-dimensional encodings, re-ranked by exact
         MaxSim; see :mod:`embedlab.index.multivector.layer`). Returns the collection opened for writing.
 
@@ -118,6 +121,10 @@ class Collection(CollectionBase):
         check_choice(backend, ("local", "milvus"), owner, "backend")
         if backend == "milvus":
             from embedlab.index.collection.milvus import MilvusCollection
+
+            if indexes is not None:
+                raise UnsupportedError(f"{owner}: indexes= chooses embedlab's payload indexes, got it with "
+                                       "backend='milvus' (Milvus keeps its own). Drop indexes=.")
 
             return MilvusCollection.create(folder, dim=dim, metric=metric, index=index, encoder=encoder, schema=schema,
                                            multivector=multivector, uri=uri, name=name, timeout=timeout,
@@ -134,6 +141,7 @@ class Collection(CollectionBase):
                                    "Drop one of them.")
         params = kinds.check_params(index, index_params, owner, metric, dim)
         schema = MetadataTable.check_schema(schema, owner)
+        indexes = check_indexes(indexes, schema, owner)
         encoder_name, encoder_obj = encoder_spec(encoder, dim, owner)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ConflictError(
@@ -147,7 +155,7 @@ class Collection(CollectionBase):
                 db.add_fields(schema)
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
                         "index_params": params, "encoder": encoder_name,
-                        "space": getattr(encoder_obj, "space", None), "schema": schema}
+                        "space": getattr(encoder_obj, "space", None), "schema": schema, "indexes": indexes}
             if multivector is not False and multivector is not None:
                 options = {} if multivector is True else multivector
                 manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
@@ -200,6 +208,8 @@ class Collection(CollectionBase):
         self._verified = 0  # rows checked by integrity.check_rows in this process
         self._index = self._load_index()
         self._ingest(records, fields)
+        self._payload = PayloadIndex(self._meta, self._manifest.get("indexes"))
+        self._payload.load(self.path, (self._generation, self._seq), self._n)
         self._replayed_rows = self._index.ntotal - self._saved_rows  # re-added past the newest checkpoint
         if self._layer is not None:
             self._layer.open(self._n, self._generation)
@@ -369,7 +379,7 @@ class Collection(CollectionBase):
                 self._mirror.require(ids, owner)
                 rows = self._mirror.rows_of(ids)
             else:
-                rows = np.flatnonzero(self._mask(as_filter(filter, owner), owner))
+                rows = self._allowed(as_filter(filter, owner), owner).rows
                 ids = self._mirror.ids_of(rows).tolist()
             if not ids:
                 return 0
@@ -436,6 +446,8 @@ class Collection(CollectionBase):
             if self._write_index(self._index, self._generation):
                 self._saved_rows = self._index.ntotal
                 storage.remove_stale(self.path, self._generation, self._n)
+        if force:  # at close (and _heal): the state the next open will read, so the next open can adopt the file
+            self._payload.save(self.path, (self._generation, self._seq))
 
     def _write_index(self, index: VectorIndex, generation: int) -> bool:
         if not index.worth_writing:
@@ -468,7 +480,7 @@ class Collection(CollectionBase):
             self._begin(owner)
             if filter is None:
                 return len(self._mirror)
-            return int(self._mask(as_filter(filter, owner), owner).sum())
+            return self._allowed(as_filter(filter, owner), owner).count
 
     def stats(self) -> dict:
         """Sizes: ``count`` live items and ``rows`` stored (deleted rows stay until :meth:`compact`); ``disk_bytes``
@@ -522,7 +534,7 @@ class Collection(CollectionBase):
             limit = check_int(limit, owner, "limit", high=operations.MAX_SCROLL_LIMIT)
             cursor = operations.check_cursor(cursor, self._id_kind, owner)
             include = operations.check_include(include, owner, vectors_supported=self._layer is None)
-            mask = self._mask(node, owner) if node is not None else None
+            mask = self._allowed(node, owner).mask if node is not None else None
             rows, more = operations.scroll(self._mirror, mask, limit, cursor)
             ids = self._mirror.ids_of(rows).tolist()
             _, extra = operations.fetch(rows.tolist(), include, self._meta, self._db, self._vectors)
@@ -614,15 +626,22 @@ class Collection(CollectionBase):
             self._begin(owner)
             k, ef = check_k(k, owner), check_ef(ef, owner, self.index_kind)
             node = as_filter(filter, owner)
-            mask = self._mask(node, owner)
-            return planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef,
-                                self._links(), nq).as_dict()
+            paths: dict[str, str] = {}
+            allowed = self._allowed(node, owner, paths)
+            out = planner.plan(self._index, k, self._n, None if allowed is None else allowed.count, ef,
+                               self._links(), nq).as_dict()
+            return {**out, "filter": paths}
 
-    def _mask(self, node: Filter | None, owner: str) -> np.ndarray | None:
+    def _allowed(self, node: Filter | None, owner: str, paths: dict[str, str] | None = None) -> Allowed | None:
+        """The live rows ``node`` allows, through the payload indexes (``paths``: how each field was used); ``None``
+        when nothing is filtered and nothing is deleted."""
         alive = self._mirror.alive.view()
         if node is None:
-            return None if len(self._mirror) == self._n else alive.copy()
-        return self._meta.evaluate(node, self._n, owner) & alive
+            return None if len(self._mirror) == self._n else Allowed(self._n, mask=alive)
+        rows = self._payload.select(node, self._n, owner, paths)
+        if len(self._mirror) < self._n:
+            rows = rows[alive[rows]]
+        return Allowed(self._n, rows=rows)
 
     def _links(self) -> int:
         return 2 * self.index_params.get("M", 16)
@@ -635,12 +654,12 @@ class Collection(CollectionBase):
         return check_oversample(value, owner)
 
     def _search_rows(self, q: np.ndarray, k: int, node: Filter | None, ef: int | None, oversample: int | None = None):
-        mask = self._mask(node, "Collection.search")
-        p = planner.plan(self._index, k, self._n, None if mask is None else int(mask.sum()), ef, self._links(), len(q))
+        allowed = self._allowed(node, "Collection.search")
+        p = planner.plan(self._index, k, self._n, None if allowed is None else allowed.count, ef, self._links(), len(q))
         if len(q) == 0 or self._n == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64),
                     [p.strategy] * len(q))
-        return planner.execute(p, self._index, self._vectors, q, k, self.metric, mask, oversample=oversample)
+        return planner.execute(p, self._index, self._vectors, q, k, self.metric, allowed, oversample=oversample)
 
     @property
     def id_kind(self) -> str | None:

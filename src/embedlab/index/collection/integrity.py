@@ -69,6 +69,9 @@ def check_manifest(manifest: dict, folder: Path) -> None:
         raise bad("layer", "an object with a name")
     if manifest.get("schema") is not None and not isinstance(manifest["schema"], dict):
         raise bad("schema", "an object")
+    indexes = manifest.get("indexes")
+    if indexes is not None and not (isinstance(indexes, list) and all(isinstance(f, str) for f in indexes)):
+        raise bad("indexes", "a list of field names or null")
 
 
 def settings_of(manifest: dict) -> dict:

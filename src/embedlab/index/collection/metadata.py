@@ -99,6 +99,7 @@ class Column:
 
     def __init__(self, ftype: str) -> None:
         self.ftype = ftype
+        self.version = 0  # bumped by every change, so derived payload indexes know when to rebuild
         self.present = Growable(bool, False)
         if ftype in ("str", "list[str]"):
             self.vocab: dict[str, int] = {}
@@ -123,6 +124,7 @@ class Column:
         """Write already-coerced values (``None`` = missing) at ``rows``: appended rows grow the arrays, stored rows
         are overwritten (``update_metadata``)."""
         n = int(rows.max()) + 1 if len(rows) else 0
+        self.version += 1
         if self.ftype == "list[str]" and len(rows) and int(rows.min()) < self.present.n:
             self._drop_entries(rows)
         if n > self.present.n:
@@ -169,6 +171,7 @@ class Column:
         """int -> float in place: stored values become float64, missing ones the float fill (NaN)."""
         old = self.values
         self.ftype = "float"
+        self.version += 1
         self.values = Growable(np.float64, np.nan)
         self.values.resize(old.n)
         self.values.data[: old.n] = np.where(self.present.view()[: old.n], old.view(), np.nan) if old.n else []
@@ -182,8 +185,11 @@ class Column:
         out[: g.n] = g.view()
         return out
 
-    def mask(self, node: Filter, n: int, owner: str) -> np.ndarray:
+    def mask(self, node: Filter, n: int, owner: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """bool ``[n]``: rows ``0..n-1`` satisfying leaf ``node``; or bool ``[len(rows)]`` for the given ``rows``."""
         present = self._padded(self.present, n)
+        if rows is not None:
+            present = present[rows]
         if isinstance(node, Exists):
             return present.copy()
         if isinstance(node, Contains):
@@ -192,16 +198,21 @@ class Column:
                     f"{owner}: filter field {node.field!r} must be a list[str] field for 'contains', got a {self.ftype} "
                     f"field. Use == or in.")
             code = self.vocab.get(self._check(node.value, node.field, owner))
-            out = np.zeros(n, dtype=bool)
+            out = np.zeros(n if rows is None else len(rows), dtype=bool)
             if code is not None:
-                rows = self.entry_rows.view()[self.entry_codes.view() == code]
-                out[rows[rows < n]] = True
+                having = self.entry_rows.view()[self.entry_codes.view() == code]
+                if rows is None:
+                    out[having[having < n]] = True
+                else:
+                    out = np.isin(rows, having)
             return out
         if self.ftype == "list[str]":
             raise InvalidInputError(
                 f"{owner}: filter on list[str] field {node.field!r} must use 'contains' or 'exists', got "
                 f"{type(node).__name__.lower()}. Write: {node.field} contains \"value\".")
         vals = self._padded(self.values, n)
+        if rows is not None:
+            vals = vals[rows]
         if isinstance(node, Range):
             if self.ftype not in ("int", "float"):
                 raise InvalidInputError(
@@ -220,7 +231,7 @@ class Column:
         targets = [self._check(v, node.field, owner) for v in targets]
         if self.ftype == "str":
             targets = [self.vocab[t] for t in targets if t in self.vocab]
-        hit = np.isin(vals, np.asarray(targets, dtype=vals.dtype)) if targets else np.zeros(n, dtype=bool)
+        hit = np.isin(vals, np.asarray(targets, dtype=vals.dtype)) if targets else np.zeros(len(vals), dtype=bool)
         if isinstance(node, Compare) and node.op == "!=":
             return present & ~hit
         return present & hit
@@ -396,24 +407,25 @@ class MetadataTable:
         """Raise for unknown fields or wrongly typed values, whether or not any row exists."""
         self.evaluate(node, 0, owner)
 
-    def evaluate(self, node: Filter, n: int, owner: str) -> np.ndarray:
-        """Boolean mask ``[n]``: rows that satisfy ``node`` (deleted rows are the caller's business)."""
+    def evaluate(self, node: Filter, n: int, owner: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask ``[n]``: rows that satisfy ``node`` (deleted rows are the caller's business); with ``rows``
+        (int ``[m]``, each ``< n``), the mask ``[m]`` over those rows only (its cost grows with ``m``, not ``n``)."""
         if isinstance(node, And):
-            out = self.evaluate(node.children[0], n, owner)
+            out = self.evaluate(node.children[0], n, owner, rows)
             for c in node.children[1:]:
-                out &= self.evaluate(c, n, owner)
+                out &= self.evaluate(c, n, owner, rows)
             return out
         if isinstance(node, Or):
-            out = self.evaluate(node.children[0], n, owner)
+            out = self.evaluate(node.children[0], n, owner, rows)
             for c in node.children[1:]:
-                out |= self.evaluate(c, n, owner)
+                out |= self.evaluate(c, n, owner, rows)
             return out
         if isinstance(node, Not):
-            return ~self.evaluate(node.child, n, owner)
+            return ~self.evaluate(node.child, n, owner, rows)
         col = self.columns.get(node.field)  # type: ignore[attr-defined]
         if col is None:
             known = sorted(self.columns) or "no fields yet"
             raise NotFoundError(
                 f"{owner}: filter field must be one of the collection's metadata fields ({known}), got "
                 f"{node.field!r}. Check the spelling or add documents with that field.")  # type: ignore[attr-defined]
-        return col.mask(node, n, owner)
+        return col.mask(node, n, owner, rows)

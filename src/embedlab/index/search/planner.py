@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from embedlab.index.collection.payload import Allowed
 from embedlab.index.search.faiss_backends import VectorIndex, faiss_metric
 from embedlab.selector import BitmapSelector
 from embedlab.topk import topk_blocks
@@ -90,20 +91,22 @@ def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | 
 
 
 def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, k: int, metric: str,
-            mask: np.ndarray | None, *, oversample: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Run plan ``p``: ``(scores float32 [nq, k], rows int64 [nq, k], strategy per query)``. ``oversample`` reaches
-    an index that rescores its candidates (funnel, compressed) for this call."""
+            allowed: Allowed | None, *, oversample: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Run plan ``p``: ``(scores float32 [nq, k], rows int64 [nq, k], strategy per query)``. ``allowed``: the rows the
+    filter allows (``None``: every row); ``oversample`` reaches an index that rescores its candidates (funnel,
+    compressed) for this call."""
     nq = len(queries)
     extra = {} if oversample is None else {"oversample": oversample}
     if p.strategy == "exact":
-        rows = np.flatnonzero(mask) if mask is not None else np.arange(len(vectors))
+        rows = allowed.rows if allowed is not None else np.arange(len(vectors))
         scores, out = exact_rows(queries, vectors, rows, k, metric)
         return scores, out, [p.strategy] * nq
-    selection = BitmapSelector(mask) if mask is not None and p.strategy in ("filtered_ann", "flat_scan") else None
+    selection = (BitmapSelector(allowed.mask) if allowed is not None and p.strategy in ("filtered_ann", "flat_scan")
+                 else None)
     if p.strategy == "post_filter":
         cand_scores, cand_rows = index.search(queries, p.candidates, allowed=None, ef=p.ef, **extra)
         ok = cand_rows >= 0
-        ok[ok] = mask[cand_rows[ok]]
+        ok[ok] = allowed.mask[cand_rows[ok]]
         scores, out = _first_k(cand_scores, cand_rows, ok, k)
     else:
         scores, out = index.search(queries, k, allowed=selection, ef=p.ef or None, **extra)
@@ -111,7 +114,7 @@ def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarra
     need = min(k, p.allowed)
     short = np.flatnonzero((out >= 0).sum(1) < need)
     if len(short):  # contract: k hits whenever k rows pass
-        rows = np.flatnonzero(mask) if mask is not None else np.arange(len(vectors))
+        rows = allowed.rows if allowed is not None else np.arange(len(vectors))
         scores[short], out[short] = exact_rows(queries[short], vectors, rows, k, metric)
         for i in short:
             strategy[i] = p.strategy + "+exact"
