@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from embedlab.errors import ConflictError
-from embedlab.index import Collection
+from embedlab.index import Collection, Filter
+from embedlab.index.collection import payload
 
 BATCH, DIM = 40, 8
 
@@ -57,9 +58,13 @@ CHILD = textwrap.dedent("""
             def partial(index, name):
                 open(name, "wb").write(b"FAISS-partial"); die()
             faiss.write_index = partial
+        if mode == "stale_payload" and b == 6:  # payload.npz was saved at batch 2; batches 3-5 acknowledged since
+            die()
         rows = range(b * 40 % 4960, b * 40 % 4960 + 40)
         col.add([f"b{b}-{i}" for i in range(40)], x[rows.start : rows.stop], metadata=[{"b": b}] * 40)
         print(f"ack {b}", flush=True)
+        if mode == "stale_payload" and b == 2:
+            col._maybe_checkpoint(force=True)  # what close() does: index checkpoint and payload.npz
 """)
 
 
@@ -132,6 +137,16 @@ def test_kill_inside_an_index_checkpoint_keeps_the_committed_batch(tmp_path):
     assert not any(".tmp" in p.name for p in path.iterdir())  # the writer cleaned up
 
 
+def test_kill_after_a_payload_save_never_serves_the_stale_payload_indexes(tmp_path):
+    path, acked, _ = run_child(tmp_path, "stale_payload", "hnsw")
+    assert acked == set(range(6)) and (path / payload.FILE).exists()
+    with Collection.open(path) as col:
+        assert not col._payload.built  # saved at batch 2's state, so not adopted
+        for b in acked:
+            assert col.count(f"b == {b}") == BATCH == len(col._payload.select(Filter.eq("b", b), col._n, "test"))
+        check_usable(col)
+
+
 def test_kill_inside_a_delete_keeps_acknowledged_deletes_only(tmp_path):
     path, acked, lines = run_child(tmp_path, "in_delete", "flat")
     assert "ack-delete" in lines
@@ -173,7 +188,8 @@ def test_writer_in_another_process_excludes_writers_and_feeds_readers(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent("""
         import sys, numpy as np
-        from embedlab.index import Collection
+        from embedlab.index import Collection, Filter
+from embedlab.index.collection import payload
         col = Collection.create(sys.argv[1], dim=8, index="hnsw", M=8)
         x = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
         col.add([f"a{i}" for i in range(50)], x[:50], metadata=[{"g": i % 2} for i in range(50)])

@@ -638,10 +638,12 @@ class Collection(CollectionBase):
         alive = self._mirror.alive.view()
         if node is None:
             return None if len(self._mirror) == self._n else Allowed(self._n, mask=alive)
-        rows = self._payload.select(node, self._n, owner, paths)
-        if len(self._mirror) < self._n:
-            rows = rows[alive[rows]]
-        return Allowed(self._n, rows=rows)
+        allowed = self._payload.allowed(node, self._n, owner, paths)
+        if len(self._mirror) == self._n:
+            return allowed
+        if "rows" in allowed.__dict__:
+            return Allowed(self._n, rows=allowed.rows[alive[allowed.rows]])
+        return Allowed(self._n, mask=allowed.mask & alive)
 
     def _links(self) -> int:
         return 2 * self.index_params.get("M", 16)

@@ -41,6 +41,8 @@ from embedlab.index.collection.metadata import Column, MetadataTable
 
 FILE = "payload.npz"
 MERGE_AS_MASK = 64  # an ``or`` whose parts hold more than n / MERGE_AS_MASK rows is merged through a bool mask
+DENSE = 16  # a filter that may match more than n / DENSE rows is scanned: vectorised compares over every row beat
+# gathering and sorting that many rows (measured: 0.04-0.25 ms per leaf at 117k rows vs ~1 ms to sort 70k rows)
 
 
 class Allowed:
@@ -198,6 +200,16 @@ class PayloadIndex:
         return idx
 
     # ------------------------------------------------------------------ planning a filter
+    def allowed(self, node: Filter, n: int, owner: str, paths: dict[str, str] | None = None) -> Allowed:
+        """The rows ``node`` allows among ``n``: through the indexes (:meth:`select`) when it matches at most about
+        ``n / DENSE`` rows, else one scan of the columns (``paths`` then says ``scan``)."""
+        paths = {} if paths is None else paths
+        if self.estimate(node, n, owner) * DENSE > n:
+            for f in _fields(node):
+                paths[f] = "scan"
+            return Allowed(n, mask=self.table.evaluate(node, n, owner))
+        return Allowed(n, rows=self.select(node, n, owner, paths))
+
     def select(self, node: Filter, n: int, owner: str, paths: dict[str, str] | None = None) -> np.ndarray:
         """Ascending rows (int64, all ``< n``) satisfying ``node``; ``paths`` collects ``field -> index | checked |
         scan`` (the filter is validated against the schema by the caller)."""
@@ -269,7 +281,7 @@ class PayloadIndex:
         if not path.exists():
             return False
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:  # no file handle left on failure
                 header = json.loads(bytes(z["header"]).decode())
                 if header.get("key") != list(key):
                     return False  # stale: written before later writes (or a crash); rebuilt lazily
