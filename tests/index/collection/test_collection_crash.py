@@ -189,7 +189,6 @@ def test_writer_in_another_process_excludes_writers_and_feeds_readers(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys, numpy as np
         from embedlab.index import Collection, Filter
-from embedlab.index.collection import payload
         col = Collection.create(sys.argv[1], dim=8, index="hnsw", M=8)
         x = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
         col.add([f"a{i}" for i in range(50)], x[:50], metadata=[{"g": i % 2} for i in range(50)])
