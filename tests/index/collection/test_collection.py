@@ -120,7 +120,8 @@ def test_planner_strategy_follows_selectivity(filled):
     tiny = filled.plan(10, filter='cat == "c3" and n == 2 and flag == true')
     broad = filled.plan(10, filter="n != 3")
     assert tiny["strategy"] == "exact" and tiny["allowed"] == 10
-    assert broad["strategy"] == ("flat_scan" if filled.index_kind == "flat" else "post_filter")
+    assert broad["strategy"] in {"flat": ["flat_scan"], "ivf": ["post_filter"],  # hnsw above s = 0.5: both walks
+                                 "hnsw": ["post_filter", "filtered_ann"]}[filled.index_kind]  # run at efSearch 64
     assert filled.plan(10)["strategy"] in ("ann", "flat_scan")
 
 
@@ -333,10 +334,16 @@ def test_planner_choices():
     assert planner.plan(hnsw, 10, n, 117, None, nq=1000).strategy == "exact"  # 0.1%
     assert planner.plan(hnsw, 10, n, 1170, None, nq=1).strategy == "exact"  # 1%
     assert planner.plan(hnsw, 10, n, 11_700, None, nq=1000).strategy == "exact"  # 10%: the shared gather pays
-    high = planner.plan(hnsw, 10, n, 46_800, None, nq=1)  # 40%
-    low = planner.plan(hnsw, 10, n, 23_400, None, nq=1)  # 20%, one query: gathering 23k rows costs too much
+    one = planner.plan(hnsw, 10, n, 11_700, None, nq=1)  # 10%, one query: gathering 11k rows costs too much
+    assert one.strategy == "post_filter" and one.candidates == 200 and one.ef == 200
+    post = planner.plan(hnsw, 10, n, 35_100, None, nq=1)  # 30%: 2k/s = 67 candidates beat a walk raised to 99
+    assert post.strategy == "post_filter" and post.candidates == 67 and post.ef == 67
+    floor = planner.plan(hnsw, 10, n, 52_650, None, nq=1)  # 45%: never fewer than 6k candidates ...
+    assert floor.strategy == "post_filter" and floor.candidates == 60 and floor.ef == 64
+    broad = planner.plan(hnsw, 10, n, 80_000, 32, nq=1)  # ... so above s = 0.5 the un-raised walk is cheaper
+    assert broad.strategy == "filtered_ann" and broad.ef == 32
+    big = 1_000_000  # below POST_FILTER_MIN, with too many rows to gather: the selector walk
+    high, low = planner.plan(hnsw, 10, big, 40_000, None, nq=1), planner.plan(hnsw, 10, big, 20_000, None, nq=1)
     assert high.strategy == low.strategy == "filtered_ann"
     assert 64 < high.ef < low.ef  # efSearch raised as selectivity drops
-    post = planner.plan(hnsw, 10, n, 80_000, 32, nq=1)
-    assert post.strategy == "post_filter" and post.candidates == 30 and post.ef == 32
     assert planner.plan(hnsw, 10, n, None, 50).as_dict()["strategy"] == "ann"

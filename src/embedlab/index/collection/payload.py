@@ -157,12 +157,8 @@ class FieldIndex:
             hi = math.floor(node.upper) if node.include_upper else math.ceil(node.upper) - 1
         return np.int64(min(max(lo, i64.min), i64.max)), np.int64(min(max(hi, i64.min), i64.max))
 
-    def count(self, node: Filter, col: Column, owner: str) -> int:
-        return sum(b - a for a, b in self._slices(node, col, owner))
-
-    def lookup(self, node: Filter, col: Column, owner: str) -> np.ndarray:
-        """Ascending unique rows (int64) matching ``node``."""
-        spans = self._slices(node, col, owner)
+    def lookup(self, spans: list[tuple[int, int]]) -> np.ndarray:
+        """Ascending unique rows (int64) in ``spans`` (from :meth:`_slices`)."""
         parts = [self.rows[a:b] for a, b in spans if b > a]
         if not parts:
             return np.zeros(0, dtype=np.int64)
@@ -203,23 +199,25 @@ class PayloadIndex:
     def allowed(self, node: Filter, n: int, owner: str, paths: dict[str, str] | None = None) -> Allowed:
         """The rows ``node`` allows among ``n``: through the indexes (:meth:`select`) when it matches at most about
         ``n / DENSE`` rows, else one scan of the columns (``paths`` then says ``scan``)."""
-        paths = {} if paths is None else paths
-        if self.estimate(node, n, owner) * DENSE > n:
+        paths, spans = {} if paths is None else paths, {}
+        if self.estimate(node, n, owner, spans) * DENSE > n:
             for f in _fields(node):
                 paths[f] = "scan"
             return Allowed(n, mask=self.table.evaluate(node, n, owner))
-        return Allowed(n, rows=self.select(node, n, owner, paths))
+        return Allowed(n, rows=self.select(node, n, owner, paths, spans))
 
-    def select(self, node: Filter, n: int, owner: str, paths: dict[str, str] | None = None) -> np.ndarray:
+    def select(self, node: Filter, n: int, owner: str, paths: dict[str, str] | None = None,
+               spans: dict | None = None) -> np.ndarray:
         """Ascending rows (int64, all ``< n``) satisfying ``node``; ``paths`` collects ``field -> index | checked |
-        scan`` (the filter is validated against the schema by the caller)."""
-        paths = {} if paths is None else paths
+        scan`` (the filter is validated against the schema by the caller); ``spans`` caches index lookups per node
+        within one call."""
+        paths, spans = {} if paths is None else paths, {} if spans is None else spans
         if isinstance(node, And):
-            counts = [self.estimate(c, n, owner) for c in node.children]
+            counts = [self.estimate(c, n, owner, spans) for c in node.children]
             best = min(range(len(counts)), key=lambda i: counts[i])
             if counts[best] >= n:  # no child narrows it down through an index: one scan of the whole node
                 return self._scan(node, n, owner, paths)
-            rows = self.select(node.children[best], n, owner, paths)
+            rows = self.select(node.children[best], n, owner, paths, spans)
             rest = node.children[:best] + node.children[best + 1:]
             if rest and len(rows):
                 check = rest[0] if len(rest) == 1 else And(rest)
@@ -228,31 +226,38 @@ class PayloadIndex:
                     paths.setdefault(f, "checked")
             return rows
         if isinstance(node, Or):
-            parts = [self.select(c, n, owner, paths) for c in node.children]
+            parts = [self.select(c, n, owner, paths, spans) for c in node.children]
             if sum(len(p) for p in parts) * MERGE_AS_MASK > n:
                 mask = np.zeros(n, dtype=bool)
                 for p in parts:
                     mask[p] = True
                 return np.flatnonzero(mask)
             return np.unique(np.concatenate(parts))
-        idx = self.get(node.field) if hasattr(node, "field") else None
-        if idx is not None and idx.answers(node):
+        found = self._spans(node, owner, spans)
+        if found is not None:
             paths[node.field] = "index"
-            rows = idx.lookup(node, self.table.columns[node.field], owner)
+            rows = self.get(node.field).lookup(found)
             return rows[rows < n] if len(rows) and rows[-1] >= n else rows
         return self._scan(node, n, owner, paths)
 
-    def estimate(self, node: Filter, n: int, owner: str) -> int:
+    def estimate(self, node: Filter, n: int, owner: str, spans: dict | None = None) -> int:
         """Rows ``node`` can match: exact for a leaf an index answers, an upper bound for ``and`` / ``or`` of
         those, ``n`` when unknown."""
+        spans = {} if spans is None else spans
         if isinstance(node, And):
-            return min(self.estimate(c, n, owner) for c in node.children)
+            return min(self.estimate(c, n, owner, spans) for c in node.children)
         if isinstance(node, Or):
-            return min(n, sum(self.estimate(c, n, owner) for c in node.children))
-        idx = self.get(node.field) if hasattr(node, "field") else None
-        if idx is not None and idx.answers(node):
-            return min(n, idx.count(node, self.table.columns[node.field], owner))
-        return n
+            return min(n, sum(self.estimate(c, n, owner, spans) for c in node.children))
+        found = self._spans(node, owner, spans)
+        return n if found is None else min(n, sum(b - a for a, b in found))
+
+    def _spans(self, node: Filter, owner: str, memo: dict) -> list[tuple[int, int]] | None:
+        """The index spans answering leaf ``node`` (``None``: no index answers it), looked up once per call."""
+        if id(node) not in memo:
+            idx = self.get(node.field) if hasattr(node, "field") else None
+            memo[id(node)] = (idx._slices(node, self.table.columns[node.field], owner)
+                              if idx is not None and idx.answers(node) else None)
+        return memo[id(node)]
 
     def _scan(self, node: Filter, n: int, owner: str, paths: dict[str, str]) -> np.ndarray:
         for f in _fields(node):
