@@ -338,7 +338,7 @@ def test_planner_choices():
     assert one.strategy == "post_filter" and one.candidates == 200 and one.ef == 200
     post = planner.plan(hnsw, 10, n, 35_100, None, nq=1)  # 30%: 2k/s = 67 candidates beat a walk raised to 99
     assert post.strategy == "post_filter" and post.candidates == 67 and post.ef == 67
-    floor = planner.plan(hnsw, 10, n, 52_650, None, nq=1)  # 45%: never fewer than 6k candidates ...
+    floor = planner.plan(hnsw, 10, n, 40_950, None, nq=1)  # 35%: never fewer than 6k candidates ...
     assert floor.strategy == "post_filter" and floor.candidates == 60 and floor.ef == 64
     broad = planner.plan(hnsw, 10, n, 80_000, 32, nq=1)  # ... so above s = 0.5 the un-raised walk is cheaper
     assert broad.strategy == "filtered_ann" and broad.ef == 32

@@ -21,6 +21,8 @@ a filter nests at most :data:`~embedlab.index.filters.syntax.MAX_FILTER_DEPTH` `
 
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterable
@@ -395,10 +397,17 @@ def as_filter(value: Any, owner: str) -> Filter | None:
     if value is None or isinstance(value, Filter):
         return value
     if isinstance(value, str):
-        return Filter.parse(value)
+        return _parsed(value)
     if isinstance(value, dict):
         return Filter.from_dict(value)
     raise InvalidInputError(
         f"{owner}: filter must be a Filter, a filter string or None, got {type(value).__name__}. "
         "Build one with Filter.eq(...) or write 'field == \"value\"'."
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> Filter:
+    """:meth:`Filter.parse`, cached: filters are immutable, and a service sends the same few strings again and again
+    (parsing one costs ~0.1 ms, a third of a one-query search). Errors are raised, never cached."""
+    return Filter.parse(text)
