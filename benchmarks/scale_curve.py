@@ -171,11 +171,23 @@ def report(results: dict, sizes: list[int]) -> None:
                         [[c["engine"], c["n"], c["build_s"], c["rss_mib"], c["disk_mib"],
                           f"{c['p50_ms_unfiltered']:.2f} ({c['recall_unfiltered']:.3f} @ {c['setting_unfiltered']})",
                           f"{c['p50_ms_1pct']:.2f} ({c['recall_1pct']:.3f} @ {c['setting_1pct']})"] for c in curve])
+    slopes = []  # local log-log exponents between consecutive sizes: 1 = linear in n, 0 = flat; a change is a bend
+    for engine in ENGINES:
+        pts = [c for c in curve if c["engine"] == engine]
+        for a, b in zip(pts, pts[1:]):
+            slopes.append([engine, f"{a['n']:,} -> {b['n']:,}",
+                           *[float(np.log(max(b[k], 1e-9) / max(a[k], 1e-9)) / np.log(b["n"] / a["n"]))
+                             for k, _ in measures]])
+    slope_table = print_table("Scale curve exponents: d log(measure) / d log(n) between sizes",
+                              ["engine", "sizes", *[t for _, t in measures]], slopes)
     path = RESULTS / "search_peers.json"
     old = json.loads(path.read_text()) if path.exists() else {"figures": {}, "tables": [], "notes": []}
     old["figures"]["scale_curve"] = curve
-    tables = [t for t in old["tables"] if not t["title"].startswith("Scale curve")] + [table]
-    write_results("search_peers", old["figures"], tables=tables, notes=old["notes"],
+    tables = [t for t in old["tables"] if not t["title"].startswith("Scale curve")] + [table, slope_table]
+    notes = [n for n in old["notes"] if not n.startswith("Scale curve")] + [
+        "Scale curve: plotted in benchmarks/results/scale_curve.png (log-log); the exponents table gives each curve's "
+        "local slope, so a bend is where the exponent changes between size steps."]
+    write_results("search_peers", old["figures"], tables=tables, notes=notes,
                   command="python benchmarks/filtered.py && python benchmarks/search_peers.py && "
                           "python benchmarks/scale_curve.py")
 

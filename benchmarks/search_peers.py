@@ -353,6 +353,7 @@ def report(results: dict, args) -> None:
                          f"(min best-peer / embedlab p50 = {figures['min_p50_ratio_best_peer_vs_embedlab']:.2f}).")
         if figures["recall_at_10_min"] < TARGET:
             notes.append(f"Goal missed: embedlab's lowest recall@10 is {figures['recall_at_10_min']:.3f} (goal >= 0.95).")
+    notes += [n for n in kept.get("notes", []) if n.startswith("Scale curve")]
     write_results("search_peers", figures, tables=tables, notes=notes,
                   command="python benchmarks/filtered.py && python benchmarks/search_peers.py && "
                           "python benchmarks/scale_curve.py")

@@ -112,7 +112,11 @@ def test_create_errors(client):
     assert r.status_code == 400 and "M" in r.json()["error"]["message"]
     r = client.post("/v1/collections", json={"name": "c", "dim": 384, "model": "nope"})
     assert r.status_code == 404
+    r = client.post("/v1/collections", json={"name": "d", "dim": 384, "schema": {"s": "str"}, "indexes": ["t"]})
+    assert r.status_code == 400 and "indexes must name fields declared in schema=" in r.json()["error"]["message"]
     assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["a"]
+    r = client.post("/v1/collections", json={"name": "e", "dim": 384, "schema": {"s": "str"}, "indexes": []})
+    assert r.status_code == 201  # no payload index: filters scan
 
 
 def test_vector_only_collection_of_another_width(client):

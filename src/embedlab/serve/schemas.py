@@ -73,6 +73,8 @@ class CreateCollection(Request):
     multivector: Union[StrictBool, dict[str, Union[StrictInt, float, StrictStr]]] = Field(
         False, description="store token vectors (MUVERA candidates re-ranked by MaxSim); options such as candidates")
     schema_: dict[str, Literal["str", "int", "float", "bool", "list[str]"]] | None = Field(None, alias="schema")
+    indexes: list[str] | None = Field(None, max_length=256, description="schema fields given payload indexes (default: "
+                                                                        "every field; [] for none)")
 
 
 class CollectionInfo(BaseModel):

@@ -57,7 +57,8 @@ async def create_collection(body: CreateCollection, srv: Server = Depends(server
     params = {k: v for k, v in body.params.items() if v is not None}
     col = await run_in_threadpool(
         lambda: srv.store.create(body.name, model_for, dim=body.dim, metric=body.metric, index=body.index,
-                                 params=params, multivector=body.multivector, schema=body.schema_))
+                                 params=params, multivector=body.multivector, schema=body.schema_,
+                                 indexes=body.indexes))
     return await run_in_threadpool(_info, body.name, col, srv)
 
 
