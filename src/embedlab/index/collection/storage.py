@@ -10,6 +10,8 @@ Layout (nothing pickled)::
                                  items(row, id, deleted, seq, text, f_0, f_1, ...): one row per stored vector
     vectors-<generation>.f32   raw little-endian float32 [capacity, dim]; rows >= n_rows are garbage
     index-<generation>-<n>.faiss  a checkpoint of the ANN index covering rows 0..n-1 (derived data)
+    payload.npz                the payload (metadata) indexes as of one (generation, seq), saved at close (derived
+                               data; see :mod:`embedlab.index.collection.payload`)
     writer.lock                flock()ed by the single writer process
     lease-<generation>.lock    flock()ed shared by every open snapshot of that generation (see .leases)
 
