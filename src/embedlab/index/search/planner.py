@@ -21,8 +21,7 @@ knows ``m`` = the number of allowed rows out of ``n``, and ``s = m / n``. Strate
 - ``flat_scan``: a flat index scanning every row with the bitmap (cheaper than gathering most rows).
 
 Contract kept by a fallback: whenever a query gets fewer than ``min(k, m)`` hits from an approximate
-strategy, that query is answered exactly (its strategy reads ``<name>+exact``); a post-filtered HNSW query left short
-first tries the selector walk at the same efSearch (``post_filter+walk``, then ``post_filter+walk+exact``).
+strategy, that query is answered exactly (its strategy reads ``<name>+exact``).
 """
 
 from __future__ import annotations
@@ -131,19 +130,11 @@ def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarra
     strategy = [p.strategy] * nq
     need = min(k, p.allowed)
     short = np.flatnonzero((out >= 0).sum(1) < need)
-    if len(short) and p.strategy == "post_filter" and index.kind == "hnsw":
-        # too few allowed rows among the candidates (the filter and the query disagree): the selector walk at the
-        # same efSearch is ~4x cheaper than the exact gather (measured at s = 0.1, where 14% of queries are short)
-        walk = index.search(queries[short], k, allowed=BitmapSelector(allowed.mask), ef=p.ef, **extra)
-        scores[short], out[short] = walk
-        for i in short:
-            strategy[i] = "post_filter+walk"
-        short = short[(out[short] >= 0).sum(1) < need]
     if len(short):  # contract: k hits whenever k rows pass
         rows = allowed.rows if allowed is not None else np.arange(len(vectors))
         scores[short], out[short] = exact_rows(queries[short], vectors, rows, k, metric)
         for i in short:
-            strategy[i] = strategy[i] + "+exact"
+            strategy[i] = p.strategy + "+exact"
     return scores, out, strategy
 
 
