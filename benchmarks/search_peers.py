@@ -344,6 +344,8 @@ def report(results: dict, args) -> None:
         "smallest base ef reaching recall 0.95 on 100 calibration queries (test queries past the measured ones). "
         "LanceDB setting = (nprobes, ef) with refine_factor 10; Milvus Lite and faiss setting = ef (faiss 'exact' = "
         "gather + knn). faiss gets the allowed-row bitmap for free.",
+        "A setting is chosen on the calibration queries, so the measured recall can land below 0.95 (Milvus Lite "
+        "unfiltered: ef 16 reached 0.95 on the calibration queries, 0.884 on the measured ones).",
     ]
     if "embedlab" in results:
         if figures["max_filtered_p50_ms"] > 1.0:
@@ -351,6 +353,13 @@ def report(results: dict, args) -> None:
         if figures.get("min_p50_ratio_best_peer_vs_embedlab", 1) < 1:
             notes.append("Goal missed: a peer is faster than embedlab at some selectivity "
                          f"(min best-peer / embedlab p50 = {figures['min_p50_ratio_best_peer_vs_embedlab']:.2f}).")
+        if figures["max_filtered_to_unfiltered_p50_ratio"] > 3:
+            notes.append("Goal missed: the slowest filtered p50 is "
+                         f"{figures['max_filtered_to_unfiltered_p50_ratio']:.2f}x the unfiltered one (goal <= 3x).")
+        if (figures["filtered_min_qps_ratio_vs_best_baseline"] or 0) < 1:
+            notes.append("Goal missed: batched QPS (benchmarks/filtered.py, 1,000 queries per call) reaches "
+                         f"{figures['filtered_min_qps_ratio_vs_best_baseline']:.2f}x the best faiss baseline at its "
+                         "worst selectivity (goal >= 1x).")
         if figures["recall_at_10_min"] < TARGET:
             notes.append(f"Goal missed: embedlab's lowest recall@10 is {figures['recall_at_10_min']:.3f} (goal >= 0.95).")
     notes += [n for n in kept.get("notes", []) if n.startswith("Scale curve")]
