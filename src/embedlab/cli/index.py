@@ -36,6 +36,8 @@ def index_cmd(
     funnel: Optional[int] = typer.Option(None, "--funnel", min=1, help="New collection: search the first N dims, rescore "
                                          "with the full vectors (for Matryoshka-trained models)."),
     oversample: Optional[int] = typer.Option(None, "--oversample", min=1, help="With --funnel: candidates per hit [default: 8]."),
+    text_index: bool = typer.Option(False, "--text-index", help="New collection: keep a BM25 index of the texts "
+                                    "(search --mode sparse / hybrid)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Items per durable batch."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
@@ -61,7 +63,7 @@ def index_cmd(
                 raise InvalidInputError("embedlab index: --oversample needs --funnel, got it alone. Add --funnel N.")
             extra["oversample"] = oversample
         col = Collection.create(path, dim=dim, metric=(metric or Metric.cosine).value,
-                                index=(index or IndexKind.hnsw).value, encoder=encoder, **extra)
+                                index=(index or IndexKind.hnsw).value, encoder=encoder, text_index=text_index, **extra)
     else:
         col = Collection.open(path, encoder=load_encoder(model) if model else None)
     with col:
@@ -189,13 +191,30 @@ def search_cmd(
     ef: Optional[int] = typer.Option(None, "--ef", min=1, help="efSearch (hnsw) / nprobe (ivf)."),
     model: Optional[str] = typer.Option(None, "--model", help="Override the collection's model."),
     oversample: Optional[int] = typer.Option(None, "--oversample", min=1, help="Candidates per hit (funnel or codec collections)."),
+    mode: str = typer.Option("dense", "--mode", help="dense | sparse (BM25) | hybrid (needs a --text-index collection)."),
+    fusion: str = typer.Option("rrf", "--fusion", help="Hybrid fusion: rrf | weighted | dbsf."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Hybrid weights 'DENSE,SPARSE', e.g. 0.7,0.3."),
+    rerank: Optional[Path] = typer.Option(None, "--rerank", help="Cross-encoder folder that reranks the candidates."),
+    rerank_candidates: int = typer.Option(100, "--rerank-candidates", min=1, help="Candidates the reranker scores."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
     """Search a collection with text queries, optionally filtered: rank, id, score, text and metadata per hit."""
     from embedlab.index import Collection
 
+    w = None
+    if weights is not None:
+        try:
+            w = tuple(float(x) for x in weights.split(","))
+        except ValueError:
+            raise InvalidInputError(f"embedlab search: --weights must be two numbers 'DENSE,SPARSE', got {weights!r}.") from None
+    reranker = None
+    if rerank is not None:
+        from embedlab.models import CrossEncoder
+
+        reranker = CrossEncoder.load(rerank)
     with Collection.open(path, readonly=True, encoder=load_encoder(model) if model else None) as col:
-        hits = col.search(list(queries), k, filter=filter, ef=ef, include=("text", "metadata"), oversample=oversample)
+        hits = col.search(list(queries), k, filter=filter, ef=ef, include=("text", "metadata"), oversample=oversample,
+                          mode=mode, fusion=fusion, weights=w, rerank=reranker, rerank_candidates=rerank_candidates)
     results = hits_payload(queries, hits)
     for r in results:
         r["filter"] = filter

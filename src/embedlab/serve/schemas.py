@@ -75,6 +75,7 @@ class CreateCollection(Request):
     schema_: dict[str, Literal["str", "int", "float", "bool", "list[str]"]] | None = Field(None, alias="schema")
     indexes: list[str] | None = Field(None, max_length=256, description="schema fields given payload indexes (default: "
                                                                         "every field; [] for none)")
+    text_index: StrictBool = Field(False, description="keep a BM25 index of the stored texts (search mode sparse / hybrid)")
 
 
 class CollectionInfo(BaseModel):
@@ -126,6 +127,11 @@ class SearchRequest(Request):
     min_score: float | None = None
     ef: int | None = Field(None, ge=1)
     oversample: int | None = Field(None, ge=1, le=1024)
+    mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "dense", description="dense (vectors), sparse (BM25 over the stored texts) or hybrid (both, fused); the last two "
+                             "need a collection created with text_index and the query texts in queries")
+    fusion: Literal["rrf", "weighted", "dbsf"] = "rrf"
+    weights: list[float] | None = Field(None, max_length=8, description="hybrid: (dense, sparse) weights")
 
 
 class Hit(BaseModel):

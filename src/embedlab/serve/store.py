@@ -58,13 +58,15 @@ class Store:
         return self._by_source.get(col.encoder_name)
 
     def create(self, name: str, model: ServedModel | None, *, dim: int, metric: str, index: str | None, params: dict,
-               multivector, schema: dict | None, indexes: list[str] | None = None) -> Collection:
+               multivector, schema: dict | None, indexes: list[str] | None = None,
+               text_index: bool = False) -> Collection:
         with self._lock:
             if name in self._collections or (self.root / name).exists():
                 raise ConflictError(f"collection {name!r} already exists; delete it first or choose another name.")
             encoder = None if model is None else model.encoder
             col = Collection.create(self.root / name, dim=dim, metric=metric, index=index, encoder=encoder,
-                                    schema=schema, indexes=indexes, multivector=multivector, **params)
+                                    schema=schema, indexes=indexes, text_index=text_index, multivector=multivector,
+                                    **params)
             self._collections[name] = col
             return col
 

@@ -34,10 +34,11 @@ CHILD = textwrap.dedent("""
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    col = Collection.create(path, dim=8, index=kind, M=8, ef_construction=32) if kind == "hnsw" else \\
-        Collection.create(path, dim=8, index=kind)
+    text = mode == "text_in_commit"
+    col = Collection.create(path, dim=8, index=kind, M=8, ef_construction=32, text_index=text) if kind == "hnsw" \\
+        else Collection.create(path, dim=8, index=kind, text_index=text)
     for b in range(10_000):
-        if b == 4 and mode == "in_commit":  # inside the SQLite transaction, rows inserted, before COMMIT
+        if b == 4 and mode in ("in_commit", "text_in_commit"):  # inside the SQLite transaction, rows inserted, before COMMIT
             storage.Database.set = die
         if b == 4 and mode == "in_vectors":  # half the batch's vectors written, nothing committed
             real = storage.VectorFile.write
@@ -61,7 +62,10 @@ CHILD = textwrap.dedent("""
         if mode == "stale_payload" and b == 6:  # payload.npz was saved at batch 2; batches 3-5 acknowledged since
             die()
         rows = range(b * 40 % 4960, b * 40 % 4960 + 40)
-        col.add([f"b{b}-{i}" for i in range(40)], x[rows.start : rows.stop], metadata=[{"b": b}] * 40)
+        col.add([f"b{b}-{i}" for i in range(40)], x[rows.start : rows.stop], metadata=[{"b": b}] * 40,
+                texts=[f"batch{b} item{i}" for i in range(40)] if text else None)
+        if text and b == 1:
+            col.search(x[:1], 3, mode="hybrid", query_texts=["batch0"])  # the text index is live before the kill
         print(f"ack {b}", flush=True)
         if mode == "stale_payload" and b == 2:
             col._maybe_checkpoint(force=True)  # what close() does: index checkpoint and payload.npz
@@ -125,6 +129,19 @@ def test_kill_inside_a_batch_leaves_it_wholly_absent(tmp_path, mode, kind):
         assert col.count() == BATCH * len(acked)
         check_usable(col)
     assert not any(".tmp" in p.name for p in path.iterdir())
+
+
+def test_kill_inside_a_batch_with_a_text_index_serves_the_committed_texts_only(tmp_path):
+    path, acked, _ = run_child(tmp_path, "text_in_commit", "hnsw")
+    assert acked == {0, 1, 2, 3}
+    with Collection.open(path) as col:
+        for b in range(5):
+            hits = col.search([f"batch{b}"], 50, mode="sparse")
+            found = {i for i in hits.ids[0] if i is not None}
+            assert found == ({f"b{b}-{i}" for i in range(BATCH)} if b in acked else set())
+        check_usable(col)
+        col.add(["later"], np.ones((1, DIM), np.float32), texts=["batch4 again"])
+        assert list(col.search(["batch4"], 3, mode="sparse").ids[0][:1]) == ["later"]
 
 
 def test_kill_inside_an_index_checkpoint_keeps_the_committed_batch(tmp_path):

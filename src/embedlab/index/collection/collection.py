@@ -28,13 +28,18 @@ from embedlab.index.collection.metadata import MetadataTable
 from embedlab.index.collection.mirror import Mirror
 from embedlab.index.collection.payload import Allowed, PayloadIndex, check_indexes
 from embedlab.index.collection.storage import Database, VectorFile, WriterLock
+from embedlab.index.collection.text_index import TextIndex
 from embedlab.index.filters.ast import Filter, as_filter
+from embedlab.index.retrievers.fusion import METHODS as FUSIONS, fuse
+from embedlab.index import rerank as reranking
 from embedlab.index.search import kinds, planner
 from embedlab.index.search.faiss_backends import VectorIndex
 from embedlab.index.search.funnel import check_oversample
 from embedlab.params import check_choice, check_int
 from embedlab.types import Hits, ProgressCallback, report_progress
 
+MODES = ("dense", "sparse", "hybrid")
+HYBRID_DEPTH = 100  # candidates each side of a hybrid search brings to the fusion (at least k + offset)
 CHECKPOINT_MIN_ROWS = 10_000  # re-save the ANN index once this many rows (or half the saved count) are unsaved
 HEAL_MIN_ROWS = 1_000  # a writer open that replayed this many rows past the newest checkpoint writes a new one
 
@@ -96,7 +101,7 @@ class Collection(CollectionBase):
     @classmethod
     def create(cls, path: str | os.PathLike, *, dim: int, metric: str = "cosine", index: str | None = None,
                encoder: Any = None, schema: dict[str, str] | None = None, indexes: list[str] | None = None,
-               multivector: Any = False, backend: str = "local", uri: str | None = None, name: str | None = None, timeout: float | None = None,
+               text_index: bool = False, multivector: Any = False, backend: str = "local", uri: str | None = None, name: str | None = None, timeout: float | None = None,
                **index_params: Any) -> "Collection":
         """Create an empty collection folder at ``path`` (which must not exist or be an empty folder).
 
@@ -107,7 +112,8 @@ class Collection(CollectionBase):
         manifest so ``texts=`` can be added and searched; ``schema``: ``{field: "str"|"int"|"float"|"bool"|"list[str]"}``
         (undeclared fields are typed by their first value); ``indexes``: the fields given payload indexes
         (:mod:`~embedlab.index.collection.payload`; ``None``: every field, also fields inferred later; ``[]``:
-        none, every filter scans); ``multivector``: ``True`` or an options dict to store
+        none, every filter scans); ``text_index``: keep a BM25 index of the stored texts for ``search(mode="sparse" |
+        "hybrid")`` (:mod:`~embedlab.index.collection.text_index`); ``multivector``: ``True`` or an options dict to store
         :class:`~embedlab.types.MultiVectors` (searched through fixed-dimensional encodings, re-ranked by exact
         MaxSim; see :mod:`embedlab.index.multivector.layer`). Returns the collection opened for writing.
 
@@ -125,6 +131,9 @@ class Collection(CollectionBase):
             if indexes is not None:
                 raise UnsupportedError(f"{owner}: indexes= chooses embedlab's payload indexes, got it with "
                                        "backend='milvus' (Milvus keeps its own). Drop indexes=.")
+            if text_index:
+                raise UnsupportedError(f"{owner}: text_index= keeps a BM25 index beside local collections, got it with "
+                                       "backend='milvus'. Use backend='local' for hybrid search.")
 
             return MilvusCollection.create(folder, dim=dim, metric=metric, index=index, encoder=encoder, schema=schema,
                                            multivector=multivector, uri=uri, name=name, timeout=timeout,
@@ -142,6 +151,8 @@ class Collection(CollectionBase):
         params = kinds.check_params(index, index_params, owner, metric, dim)
         schema = MetadataTable.check_schema(schema, owner)
         indexes = check_indexes(indexes, schema, owner)
+        if not isinstance(text_index, bool):
+            raise InvalidInputError(f"{owner}: text_index must be True or False, got {text_index!r}.")
         encoder_name, encoder_obj = encoder_spec(encoder, dim, owner)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ConflictError(
@@ -155,7 +166,8 @@ class Collection(CollectionBase):
                 db.add_fields(schema)
             manifest = {"format_version": storage.FORMAT_VERSION, "dim": dim, "metric": metric, "index": index,
                         "index_params": params, "encoder": encoder_name,
-                        "space": getattr(encoder_obj, "space", None), "schema": schema, "indexes": indexes}
+                        "space": getattr(encoder_obj, "space", None), "schema": schema, "indexes": indexes,
+                        "text_index": text_index}
             if multivector is not False and multivector is not None:
                 options = {} if multivector is True else multivector
                 manifest["layer"] = create_layer("multivector", tmp, dim, metric, options, owner)
@@ -210,6 +222,7 @@ class Collection(CollectionBase):
         self._ingest(records, fields)
         self._payload = PayloadIndex(self._meta, self._manifest.get("indexes"))
         self._payload.load(self.path, (self._generation, self._seq), self._n)
+        self._text = TextIndex() if self._manifest.get("text_index") else None  # filled on first use (_text_index)
         self._replayed_rows = self._index.ntotal - self._saved_rows  # re-added past the newest checkpoint
         if self._layer is not None:
             self._layer.open(self._n, self._generation)
@@ -361,6 +374,8 @@ class Collection(CollectionBase):
             self._vectors = self._vfile.view(end)
             self._verified = end  # rows this writer checked (check_vectors) and wrote itself
             self._index.add(vecs)
+            if self._text is not None and self._text.rows == start:  # else caught up from the database when used
+                self._text.add(start, texts if texts is not None else [None] * n)
             if self._layer is not None:
                 self._layer.open(self._n, self._generation)
             self._maybe_checkpoint()
@@ -417,6 +432,7 @@ class Collection(CollectionBase):
                 self._write_index(index, gen)
                 if self._layer is not None:
                     self._layer.compact(keep, gen)
+                text = self._text_index().compact(keep) if self._text is not None else None
             except BaseException:
                 self._remove_stale()  # the unfinished generation's files
                 raise
@@ -425,6 +441,8 @@ class Collection(CollectionBase):
                 m = self._db.renumber(seq)
                 self._db.set(generation=gen, n_rows=m, seq=seq)
             self._load()  # moves this object's lease to the new generation
+            if text is not None:
+                self._text = text
             self._remove_stale()
 
     def _remove_stale(self) -> None:
@@ -571,7 +589,9 @@ class Collection(CollectionBase):
 
     def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
                offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = (),
-               oversample: int | None = None) -> Hits:
+               oversample: int | None = None, mode: str = "dense", fusion: str = "rrf",
+               weights: tuple[float, float] | None = None, query_texts: list[str] | None = None,
+               rerank: Any = None, rerank_candidates: int = 100) -> Hits:
         """Top-``k`` items per query (``k`` at most :data:`MAX_K`; ``nq * (k + offset)`` at most :data:`MAX_RESULTS`
         per call, else split the batch; the work is bounded by the stored rows). ``queries``: float ``[nq, dim]``
         (``nq = 0`` gives empty ``[0, k]`` hits) or a list of texts (needs an encoder);
@@ -580,8 +600,19 @@ class Collection(CollectionBase):
         :data:`~embedlab.index.collection.operations.MAX_SEARCH_OFFSET`); ``min_score``: hits scoring below it
         become padding; ``include``: any of ``"text"``, ``"metadata"``, ``"vector"`` to fill ``Hits.payload``;
         ``oversample``: candidates per hit for this call in a collection that rescores (``funnel=`` or ``codec=``).
+
+        ``mode``: ``"dense"`` (the vectors), ``"sparse"`` (BM25 over the stored texts) or ``"hybrid"`` (both, each
+        bringing ``max(k + offset, HYBRID_DEPTH)`` candidates, fused by ``fusion``: ``"rrf"``, ``"weighted"`` or
+        ``"dbsf"`` (:func:`~embedlab.index.retrievers.fusion.fuse`) with ``weights = (dense, sparse)``); the last
+        two need ``text_index=True`` and the query texts (``queries`` as texts, or ``query_texts`` beside query
+        vectors). The filter applies to both sides before fusion; items without a stored text are found by the dense
+        side only, and ``Hits.strategy`` says how many. ``rerank``: a reranker (:mod:`embedlab.index.rerank`: an
+        :class:`~embedlab.models.CrossEncoder` or a :class:`~embedlab.index.rerank.MaxSimReranker`) that re-orders
+        the first ``rerank_candidates`` hits of the mode by (query, stored text); its scores replace the first
+        stage's.
+
         Returns :class:`~embedlab.types.Hits` with the caller's ids (object array, ``None``-padded), float32 scores
-        (``-inf``-padded), the planner's strategy per query, and the payload when ``include`` asks for one."""
+        (``-inf``-padded), what ran per query (``strategy``), and the payload when ``include`` asks for one."""
         owner = "Collection.search"
         with self._mutex:
             self._begin(owner)
@@ -595,28 +626,103 @@ class Collection(CollectionBase):
             include = operations.check_include(include, owner, vectors_supported=self._layer is None)
             if oversample is not None:
                 oversample = self._check_oversample(oversample, owner)
+            check_choice(mode, MODES, owner, "mode")
+            check_choice(fusion, FUSIONS, owner, "fusion")
+            weights = self._check_weights(weights, mode, owner)
             want = k + offset
-            q_payload = None
-            if self._layer is not None:
-                with warnings_at_caller():
-                    q, q_payload = self._layer.query(queries, owner)
-                q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
+            first = want if rerank is None else reranking.check_reranker(rerank, rerank_candidates, want, owner)
+            texts = self._query_texts(queries, query_texts, mode, rerank, owner)
+            allowed = self._allowed(node, owner)
+            cap = lambda c: min(c, max(self._n, 1))  # never rank more than the stored rows; padded back below
+            if mode == "sparse":
+                check_results(len(texts), want, owner)
+                scores, rows = self._sparse(texts, cap(first), allowed)
+                strategy = ["bm25"] * len(texts)
             else:
-                q = self._queries(queries, owner)
-            check_results(len(q), want, owner)
-            work = min(want, max(self._n, 1))  # never rank more than the stored rows; padded back to want below
-            scores, rows, strategy = self._search_rows(
-                q, work if self._layer is None else min(self._layer.candidates(work), max(self._n, 1)), node, ef,
-                oversample)
-            if self._layer is not None:
-                scores, rows = self._layer.rerank(q_payload, rows, work)
-                strategy = [s + "+rerank" for s in strategy]
-            if work < want:
+                scores, rows, strategy = self._dense(queries, cap(first if mode == "dense" else max(first, HYBRID_DEPTH)),
+                                                     want, allowed, ef, oversample, owner)
+                if mode == "hybrid":
+                    if len(texts) != len(rows):
+                        raise InvalidInputError(f"{owner}: query_texts must hold one text per query, got {len(texts)} "
+                                                f"for {len(rows)} queries.")
+                    sparse_scores, sparse_rows = self._sparse(texts, rows.shape[1], allowed)
+                    fused = fuse([Hits(rows, scores), Hits(sparse_rows, sparse_scores)], cap(first), fusion,
+                                 weights=weights)
+                    scores, rows = fused.scores, fused.ids
+                    untexted = (~self._text.has_text(rows)).sum(axis=1)
+                    strategy = [f"hybrid:{fusion}({s}+bm25)" + (f" ({c} without text: dense only)" if c else "")
+                                for s, c in zip(strategy, untexted.tolist())]
+            if rerank is not None:
+                scores, rows, notes = reranking.rerank(rerank, texts, scores, rows, self._db.texts, owner)
+                strategy = [f"{s}+rerank({type(rerank).__name__}){n}" for s, n in zip(strategy, notes)]
+            scores, rows = scores[:, :want], rows[:, :want]
+            if rows.shape[1] < want:
                 scores, rows = pad_hits(scores, rows, want)
             if offset or min_score is not None:
                 scores, rows = operations.page(scores, rows, offset, min_score)
             payload = operations.payloads(rows, include, self._meta, self._db, self._vectors) if include else None
             return Hits(self._mirror.ids_of(rows), scores, tuple(strategy), payload)
+
+    def _dense(self, queries: Any, work: int, want: int, allowed: Allowed | None, ef: int | None,
+               oversample: int | None, owner: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The vector side of :meth:`search`: ``work`` hits per query (scores, rows, strategies)."""
+        if self._layer is not None:
+            with warnings_at_caller():
+                q, q_payload = self._layer.query(queries, owner)
+            q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
+        else:
+            q = self._queries(queries, owner)
+        check_results(len(q), want, owner)
+        candidates = work if self._layer is None else min(self._layer.candidates(work), max(self._n, 1))
+        scores, rows, strategy = self._search_rows(q, candidates, allowed, ef, oversample)
+        if self._layer is not None:
+            scores, rows = self._layer.rerank(q_payload, rows, work)
+            strategy = [s + "+rerank" for s in strategy]
+        return scores, rows, strategy
+
+    def _sparse(self, texts: list[str], k: int, allowed: Allowed | None) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 over the stored texts of the allowed rows: ``(scores, rows)`` ``[nq, k]``."""
+        live = self._mirror.alive.view()
+        return self._text_index().search(texts, k, live if allowed is None else allowed.mask, live,
+                                         (self._generation, self._seq))
+
+    def _text_index(self) -> TextIndex:
+        """The text index, caught up with every stored row (built from the database on first use)."""
+        self._text.extend(self._n, self._db.texts_between)
+        return self._text
+
+    def _query_texts(self, queries: Any, query_texts: Any, mode: str, rerank: Any, owner: str) -> list[str] | None:
+        """The query texts a sparse, hybrid or reranked search needs (``queries`` when they are texts)."""
+        given = isinstance(queries, (list, tuple)) and len(queries) > 0 and all(isinstance(t, str) for t in queries)
+        if query_texts is not None:
+            query_texts = check_texts(query_texts, None, owner)
+        if mode == "dense" and rerank is None:
+            return None
+        if mode != "dense" and self._text is None:
+            raise InvalidInputError(
+                f"{owner}: mode={mode!r} searches the collection's text index, got a collection created without one. "
+                "Create it with Collection.create(path, dim=..., text_index=True) and add texts= with the items.")
+        texts = list(queries) if given else query_texts
+        if texts is None:
+            raise InvalidInputError(
+                f"{owner}: {'rerank' if mode == 'dense' else f'mode={mode!r}'} needs the query texts, got query vectors "
+                "only. Pass queries as a list of texts, or query_texts=[...] beside the vectors.")
+        return texts
+
+    def _check_weights(self, weights: Any, mode: str, owner: str) -> tuple[float, float] | None:
+        if weights is None:
+            return None
+        if mode != "hybrid":
+            raise InvalidInputError(f"{owner}: weights= weighs the dense and sparse sides of mode='hybrid', got it with "
+                                    f"mode={mode!r}. Drop weights, or pass mode='hybrid'.")
+        try:
+            w = tuple(float(x) for x in weights)
+        except (TypeError, ValueError):
+            w = ()
+        if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+            raise InvalidInputError(f"{owner}: weights must be 2 non-negative numbers (dense, sparse) with a positive "
+                                    f"sum, one per retriever, got {weights!r}.")
+        return w
 
     def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None, nq: int = 1) -> dict:
         """What :meth:`search` would do for ``nq`` queries with this filter: strategy, allowed rows, selectivity,
@@ -655,8 +761,8 @@ class Collection(CollectionBase):
                                     "Drop oversample, or raise ef for a graph.")
         return check_oversample(value, owner)
 
-    def _search_rows(self, q: np.ndarray, k: int, node: Filter | None, ef: int | None, oversample: int | None = None):
-        allowed = self._allowed(node, "Collection.search")
+    def _search_rows(self, q: np.ndarray, k: int, allowed: Allowed | None, ef: int | None,
+                     oversample: int | None = None):
         p = planner.plan(self._index, k, self._n, None if allowed is None else allowed.count, ef, self._links(), len(q))
         if len(q) == 0 or self._n == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64),

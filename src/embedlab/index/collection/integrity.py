@@ -72,6 +72,8 @@ def check_manifest(manifest: dict, folder: Path) -> None:
     indexes = manifest.get("indexes")
     if indexes is not None and not (isinstance(indexes, list) and all(isinstance(f, str) for f in indexes)):
         raise bad("indexes", "a list of field names or null")
+    if not isinstance(manifest.get("text_index", False), bool):
+        raise bad("text_index", "true or false")
 
 
 def settings_of(manifest: dict) -> dict:

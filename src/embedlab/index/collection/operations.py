@@ -26,7 +26,6 @@ MAX_SEARCH_OFFSET = 10_000
 """Deepest ``offset`` of :meth:`Collection.search` (like Elasticsearch's result window); list more with ``scroll``."""
 MAX_SCROLL_LIMIT = 10_000
 """Largest page of :meth:`Collection.scroll`."""
-_SQL_CHUNK = 900  # ids per SQL "IN (...)" (SQLite's historical bound on bound parameters is 999)
 
 
 def check_include(include: Any, owner: str, vectors_supported: bool = True) -> tuple[str, ...]:
@@ -88,9 +87,7 @@ def fetch(rows: list[int], include: tuple[str, ...], meta, db, vectors: np.ndarr
         for o, m in zip(out, meta.rows(rows)):
             o["metadata"] = m
     if "text" in include:
-        texts: dict[int, Any] = {}
-        for s in range(0, len(rows), _SQL_CHUNK):
-            texts.update(db.texts(rows[s : s + _SQL_CHUNK]))
+        texts = db.texts(rows)
         for o, r in zip(out, rows):
             o["text"] = texts.get(r)
     if "vector" in include:

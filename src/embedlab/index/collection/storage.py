@@ -45,6 +45,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE = "collection.sqlite"
 LOCK = "writer.lock"
+_SQL_CHUNK = 900  # rows per SQL "IN (...)" (SQLite's historical bound on bound parameters is 999)
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER", "list[str]": "TEXT"}
 
 
@@ -216,8 +217,17 @@ class Database:
         return out
 
     def texts(self, rows: list[int]) -> dict[int, str | None]:
-        marks = ",".join("?" * len(rows))
-        return dict(self.conn.execute(f"SELECT row, text FROM items WHERE row IN ({marks})", rows).fetchall())
+        """``{row: text}`` for ``rows`` (any number: asked for in chunks of SQLite's bound-parameter limit)."""
+        out: dict[int, str | None] = {}
+        for s in range(0, len(rows), _SQL_CHUNK):
+            part = rows[s : s + _SQL_CHUNK]
+            marks = ",".join("?" * len(part))
+            out.update(self.conn.execute(f"SELECT row, text FROM items WHERE row IN ({marks})", part).fetchall())
+        return out
+
+    def texts_between(self, start: int, end: int) -> dict[int, str | None]:
+        """``{row: text}`` for rows ``start <= row < end``."""
+        return dict(self.conn.execute("SELECT row, text FROM items WHERE row >= ? AND row < ?", (start, end)).fetchall())
 
     def renumber(self, seq: int) -> int:
         """Drop deleted items and renumber the rest ``0..m-1`` in row order; returns ``m`` (inside a transaction)."""

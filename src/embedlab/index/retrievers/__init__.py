@@ -3,6 +3,6 @@ fusion of their ranked lists (:mod:`.fusion`); each returns batched :class:`~emb
 
 from embedlab.index.retrievers.bm25 import BM25
 from embedlab.index.retrievers.dense import DenseRetriever
-from embedlab.index.retrievers.fusion import HybridRetriever, reciprocal_rank_fusion, weighted_score_fusion
+from embedlab.index.retrievers.fusion import HybridRetriever, fuse, reciprocal_rank_fusion, weighted_score_fusion
 
-__all__ = ["BM25", "DenseRetriever", "HybridRetriever", "reciprocal_rank_fusion", "weighted_score_fusion"]
+__all__ = ["BM25", "DenseRetriever", "HybridRetriever", "fuse", "reciprocal_rank_fusion", "weighted_score_fusion"]

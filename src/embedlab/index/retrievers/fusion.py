@@ -7,8 +7,12 @@
   Functions for Hybrid Retrieval", eq. 1): ``score(d) = sum_r w_r * norm_r(s_r(d))`` where ``norm``
   is min-max over each query's returned list; a document missing from a list gets that list's
   normalised minimum, 0.
+* Distribution-based score fusion (DBSF, as Qdrant names it): the weighted sum again, with each list normalised
+  by its own score distribution, ``(s - (mu - 3 sigma)) / (6 sigma)`` (mean and standard deviation over the query's
+  returned list), so one outlier does not squash the rest of the list as min-max does.
 
-Inputs and output are batched :class:`~embedlab.types.Hits` whose ``ids`` are corpus positions, so
+:func:`fuse` is the one entry point by name (``"rrf"``, ``"weighted"``, ``"dbsf"``), used by
+:class:`HybridRetriever` and by hybrid collection search. Inputs and output are batched :class:`~embedlab.types.Hits` whose ``ids`` are corpus positions, so
 every fused retriever must index the same corpus in the same order.
 """
 
@@ -23,8 +27,8 @@ from embedlab.params import check_choice, check_int
 from embedlab.topk import topk
 from embedlab.types import Hits
 
-NORMALIZATIONS = ("minmax", "none")
-METHODS = ("rrf", "weighted")
+NORMALIZATIONS = ("minmax", "distribution", "none")
+METHODS = ("rrf", "weighted", "dbsf")
 
 
 class Retriever(Protocol):
@@ -99,18 +103,31 @@ def weighted_score_fusion(
             if normalization == "minmax":
                 span = sc.max() - sc.min()
                 sc = (sc - sc.min()) / span if span > 0 else np.ones_like(sc)
+            elif normalization == "distribution":
+                sigma = sc.std()
+                sc = (sc - (sc.mean() - 3 * sigma)) / (6 * sigma) if sigma > 0 else np.full_like(sc, 0.5)
             table = fused[i]
             for doc, s in zip(row.tolist(), sc.tolist()):
                 table[doc] = table.get(doc, 0.0) + weight * s
     return _top(fused, int(k))
 
 
+def fuse(runs: Sequence[Hits], k: int, method: str = "rrf", *, weights: Sequence[float] | None = None,
+         rrf_k: float = 60.0) -> Hits:
+    """Fuse ``runs`` by ``method``: ``"rrf"`` (:func:`reciprocal_rank_fusion`), ``"weighted"`` (min-max
+    :func:`weighted_score_fusion`) or ``"dbsf"`` (distribution-normalised :func:`weighted_score_fusion`)."""
+    check_choice(method, METHODS, "fuse", "method")
+    if method == "rrf":
+        return reciprocal_rank_fusion(runs, k, rrf_k=rrf_k, weights=weights)
+    return weighted_score_fusion(runs, k, weights=weights,
+                                 normalization="minmax" if method == "weighted" else "distribution")
+
+
 class HybridRetriever:
     """Search two retrievers for ``depth`` candidates each and fuse them.
 
-    ``method`` is ``"rrf"`` (:func:`reciprocal_rank_fusion`, ``rrf_k``) or ``"weighted"``
-    (:func:`weighted_score_fusion`, min-max normalised); ``weight`` is the share of ``first``
-    (``second`` gets ``1 - weight``) in both methods.
+    ``method`` is a :func:`fuse` method (``"rrf"`` with ``rrf_k``, ``"weighted"``, ``"dbsf"``); ``weight`` is the
+    share of ``first`` (``second`` gets ``1 - weight``).
     """
 
     def __init__(self, first: Retriever, second: Retriever, *, method: str = "rrf", weight: float = 0.5,
@@ -130,7 +147,4 @@ class HybridRetriever:
         check_int(k, "HybridRetriever.search", "k")
         depth = max(self.depth, int(k))
         runs = [self.first.search(queries, depth), self.second.search(queries, depth)]
-        weights = (self.weight, 1.0 - self.weight)
-        if self.method == "rrf":
-            return reciprocal_rank_fusion(runs, k, rrf_k=self.rrf_k, weights=weights)
-        return weighted_score_fusion(runs, k, weights=weights)
+        return fuse(runs, k, self.method, weights=(self.weight, 1.0 - self.weight), rrf_k=self.rrf_k)

@@ -58,7 +58,7 @@ async def create_collection(body: CreateCollection, srv: Server = Depends(server
     col = await run_in_threadpool(
         lambda: srv.store.create(body.name, model_for, dim=body.dim, metric=body.metric, index=body.index,
                                  params=params, multivector=body.multivector, schema=body.schema_,
-                                 indexes=body.indexes))
+                                 indexes=body.indexes, text_index=body.text_index))
     return await run_in_threadpool(_info, body.name, col, srv)
 
 
@@ -145,23 +145,28 @@ def _matrix(rows: list[list[float]], param: str) -> np.ndarray:
 @router.post("/{name}/search", response_model=SearchResponse, dependencies=[READ])
 async def search(body: SearchRequest, request: Request, name: str = NamePath, srv: Server = Depends(server)) -> dict:
     col = srv.store.get(name)
-    if (body.queries is None) == (body.vectors is None):
-        raise InvalidInputError("search must carry exactly one of queries (texts) or vectors, got "
-                                f"{'both' if body.queries is not None else 'neither'}.")
+    both = body.queries is not None and body.vectors is not None
+    if (body.queries is None and body.vectors is None) or (both and body.mode == "dense"):
+        raise InvalidInputError("search must carry exactly one of queries (texts) or vectors (or, for mode sparse / "
+                                f"hybrid, vectors with their texts in queries), got {'both' if both else 'neither'}.")
     n = len(body.queries if body.queries is not None else body.vectors)
     srv.check_count(n, "queries" if body.queries is not None else "vectors")
     options = dict(k=body.k, filter=body.filter, offset=body.offset, min_score=body.min_score, ef=body.ef,
-                   include=("text", "metadata"), oversample=body.oversample)
+                   include=("text", "metadata"), oversample=body.oversample, mode=body.mode, fusion=body.fusion,
+                   weights=body.weights)
     if body.vectors is not None:
         queries = _matrix(body.vectors, "vectors")
-        work = run_in_threadpool(lambda: col.search(queries, **options))
+        work = run_in_threadpool(lambda: col.search(queries, query_texts=body.queries, **options))
+    elif body.mode == "sparse":  # BM25 alone: nothing to encode
+        work = run_in_threadpool(lambda: col.search(body.queries, **options))
     elif col.multivector:  # the layer encodes the queries' token vectors, on the model's thread
         model = _text_model(srv, col, name, "queries")
         work = model.call(lambda: col.search(body.queries, **options))
     else:
         model = _text_model(srv, col, name, "queries")
         queries, _, _ = await embed_texts(request, srv, model, body.queries, prompt="query", what="queries")
-        work = run_in_threadpool(lambda: col.search(queries, **options))
+        texts = body.queries if body.mode == "hybrid" else None
+        work = run_in_threadpool(lambda: col.search(queries, query_texts=texts, **options))
     hits = await awaiting(request, work, what="the search")
     results = []
     for i in range(len(hits)):
