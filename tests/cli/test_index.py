@@ -178,3 +178,24 @@ def test_funnel_collection_from_the_cli(cli, papers, docs, tmp_path):
     assert out.exit_code == 2 and "--oversample needs --funnel" in out.stderr
     out = cli("index", tmp_path / "h", docs, "--funnel", "384")
     assert out.exit_code == 2 and "smaller than the full dimension" in out.stderr
+
+
+def test_text_index_collection_searched_sparse_and_hybrid_from_the_cli(cli, docs, tmp_path):
+    out = cli("index", tmp_path / "t", docs, "--index", "flat", "--text-index", "--format", "json")
+    assert out.exit_code == 0, out.output
+    from embedlab.index import BM25
+
+    rows = [json.loads(line) for line in docs.read_text().splitlines()]
+    texts = [f"{r['title']} {r['text']}" for r in rows]
+    want = BM25().fit(texts).search(["matryoshka dimensions"], 3)
+    out = cli("search", tmp_path / "t", "matryoshka dimensions", "--mode", "sparse", "--k", "3", "--format", "json")
+    assert out.exit_code == 0, out.output
+    (result,) = json.loads(out.stdout)["results"]
+    assert result["strategy"] == "bm25"
+    assert [h["id"] for h in result["hits"]] == [rows[i]["_id"] for i in want.ids[0] if i >= 0]
+    out = cli("search", tmp_path / "t", "matryoshka dimensions", "--mode", "hybrid", "--fusion", "weighted",
+              "--weights", "0.2,0.8", "--format", "json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["results"][0]["strategy"].startswith("hybrid:weighted(")
+    out = cli("search", tmp_path / "t", "x", "--mode", "hybrid", "--weights", "a,b")
+    assert out.exit_code != 0 and "--weights must be two numbers" in out.output

@@ -188,3 +188,37 @@ def test_funnel_collection_over_http(client):
     r = client.post("/v1/collections", json={"name": "h", "dim": 16, "index": "flat"})
     r = client.post("/v1/collections/h/search", json={"vectors": x[:1].tolist(), "oversample": 4})
     assert r.status_code == 400 and "oversample applies" in r.json()["error"]["message"]
+
+
+def test_hybrid_search_over_http_matches_the_library(client, encoder, tmp_path):
+    """A text_index collection written with texts; sparse and hybrid searches equal the library's on the same folder."""
+    from embedlab.index import Collection
+
+    texts = ["a red apple on the table", "green banana bread", "the apple tree grows", "quantum field theory",
+             "bread and butter", "a theory of everything"]
+    r = client.post("/v1/collections", json={"name": "h", "dim": encoder.dim, "index": "flat", "text_index": True})
+    assert r.status_code == 201, r.text
+    r = client.post("/v1/collections/h/documents", json={"ids": list(range(6)), "texts": texts})
+    assert r.status_code == 200, r.text
+    got = {}
+    for mode in ("sparse", "hybrid"):
+        r = client.post("/v1/collections/h/search", json={"queries": ["apple theory"], "k": 3, "mode": mode,
+                                                          "fusion": "dbsf", "weights": [0.5, 0.5]} if mode == "hybrid"
+                        else {"queries": ["apple theory"], "k": 3, "mode": mode})
+        assert r.status_code == 200, r.text
+        got[mode] = r.json()["results"][0]
+    assert got["sparse"]["strategy"] == "bm25" and got["hybrid"]["strategy"].startswith("hybrid:dbsf(")
+    root = client.app.state.server.store.root
+    with Collection.open(root / "h", readonly=True, encoder=encoder) as col:
+        sparse = col.search(["apple theory"], 3, mode="sparse")
+        hybrid = col.search(["apple theory"], 3, mode="hybrid", fusion="dbsf",
+                            weights=(0.5, 0.5))
+    assert [h["id"] for h in got["sparse"]["hits"]] == [i for i in sparse.ids[0] if i is not None]
+    assert [h["id"] for h in got["hybrid"]["hits"]] == [i for i in hybrid.ids[0] if i is not None]
+    r = client.post("/v1/collections/h/search", json={"queries": ["x"], "mode": "hybrid", "weights": [1, 2, 3]})
+    assert r.status_code == 400 and "weights must be 2" in r.json()["error"]["message"]
+    r = client.post("/v1/collections/h/search", json={"queries": ["x"], "mode": "lexical"})
+    assert r.status_code == 422
+    client.post("/v1/collections", json={"name": "plain", "dim": encoder.dim, "index": "flat"})
+    r = client.post("/v1/collections/plain/search", json={"queries": ["x"], "mode": "sparse"})
+    assert r.status_code == 400 and "text_index=True" in r.json()["error"]["message"]

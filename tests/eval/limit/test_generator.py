@@ -84,7 +84,7 @@ def test_evaluate_limit_table_on_a_tiny_generated_set(tmp_path, encoder):
 
     data = load_beir(generate(tmp_path / "t", n_docs=8, seed=0))
     rows = evaluate_limit(data, encoder, dims=(16, 384), k_values=(2, 5))
-    expected = {"dense d=16", "dense d=384", "BM25", "hybrid RRF", "hybrid weighted"}
+    expected = {"dense d=16", "dense d=384", "BM25", "hybrid RRF", "hybrid weighted", "hybrid DBSF"}
     assert expected | {"multi-vector MaxSim"} == set(rows)
     assert rows["BM25"]["recall@2"] == 1.0  # coined attributes occur in their relevant documents only
     assert all(0 <= v <= 1 for r in rows.values() for v in r.values())

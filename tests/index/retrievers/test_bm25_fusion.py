@@ -7,7 +7,7 @@ import pytest
 
 from embedlab.errors import InvalidInputError, NotFittedError
 from embedlab.index.retrievers.bm25 import BM25
-from embedlab.index.retrievers.fusion import HybridRetriever, reciprocal_rank_fusion, weighted_score_fusion
+from embedlab.index.retrievers.fusion import HybridRetriever, fuse, reciprocal_rank_fusion, weighted_score_fusion
 from embedlab.types import Hits
 
 DOCS = ["the cat sat on the mat", "dogs chase cats", "a cat and a dog", "stock market news today"]
@@ -82,6 +82,21 @@ def test_weighted_score_fusion_by_hand():
     assert raw.ids[0, 0] == 0 and raw.scores[0, 0] == pytest.approx(3.0)
 
 
+def test_distribution_score_fusion_by_hand():
+    a = _hits([[0, 1, 2]], [[3.0, 2.0, 1.0]])
+    b = _hits([[2, 3]], [[10.0, 0.0]])
+    mu_a, sd_a = 2.0, np.std([3.0, 2.0, 1.0])
+    norm_a = {d: (s - (mu_a - 3 * sd_a)) / (6 * sd_a) for d, s in zip([0, 1, 2], [3.0, 2.0, 1.0])}
+    norm_b = {2: (10 - (5 - 15)) / 30, 3: (0 - (5 - 15)) / 30}
+    want = {d: 0.4 * norm_a.get(d, 0) + 0.6 * norm_b.get(d, 0) for d in range(4)}
+    fused = fuse([a, b], 4, "dbsf", weights=[0.4, 0.6])
+    order = sorted(want, key=lambda d: -want[d])
+    assert fused.ids[0].tolist() == order
+    np.testing.assert_allclose(fused.scores[0], [want[d] for d in order], rtol=1e-6)
+    assert fuse([a, b], 4, "weighted").ids.tolist() == weighted_score_fusion([a, b], 4).ids.tolist()
+    assert fuse([a, b], 4, "rrf").ids.tolist() == reciprocal_rank_fusion([a, b], 4).ids.tolist()
+
+
 def test_fusion_bad_input():
     a = _hits([[0, 1]], [[1.0, 0.5]])
     with pytest.raises(InvalidInputError, match="runs must hold at least 2 Hits to fuse, got 1"):
@@ -90,9 +105,9 @@ def test_fusion_bad_input():
         reciprocal_rank_fusion([a, _hits([[0], [1]], [[1.0], [1.0]])], 2)
     with pytest.raises(InvalidInputError, match="weights must be 2 non-negative finite numbers"):
         weighted_score_fusion([a, a], 2, weights=[1, -1])
-    with pytest.raises(InvalidInputError, match=r"normalization must be one of \['minmax', 'none'\], got 'z'"):
+    with pytest.raises(InvalidInputError, match=r"normalization must be one of \['minmax', 'distribution', 'none'\], got 'z'"):
         weighted_score_fusion([a, a], 2, normalization="z")
-    with pytest.raises(InvalidInputError, match=r"method must be one of \['rrf', 'weighted'\], got 'max'"):
+    with pytest.raises(InvalidInputError, match=r"method must be one of \['rrf', 'weighted', 'dbsf'\], got 'max'"):
         HybridRetriever(BM25(), BM25(), method="max")
     with pytest.raises(InvalidInputError, match="second must have a search\\(queries, k\\) method, got int"):
         HybridRetriever(BM25(), 3)

@@ -2,12 +2,16 @@
 several embedding dimensions next to BM25, hybrid fusion and (when available) multi-vector MaxSim.
 
 Dense rows truncate the default model's embedding to ``d`` coordinates and re-normalise
-(``Encoder.encode(dim=d)``, Matryoshka-style; Kusupati et al. 2022). Hybrid rows fuse BM25 with the
-widest dense row (reciprocal rank fusion, Cormack et al. 2009, and min-max weighted score fusion).
+(``Encoder.encode(dim=d)``, Matryoshka-style; Kusupati et al. 2022). The BM25 and hybrid rows search one
+:class:`~embedlab.index.Collection` holding the widest dense vectors and the texts (``text_index=True``, exact
+``flat`` index): ``mode="sparse"``, and ``mode="hybrid"`` fusing 100 candidates of each side by reciprocal rank
+fusion (Cormack et al. 2009), min-max weighted score fusion and distribution-based score fusion.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +20,7 @@ from embedlab.errors import InvalidInputError
 from embedlab.eval.data import BeirDataset
 from embedlab.eval.metrics import evaluate_run
 from embedlab.eval.retrieval import run_from_positions
-from embedlab.index import BM25, DenseRetriever, HybridRetriever, maxsim_search
+from embedlab.index import Collection, DenseRetriever, maxsim_search
 from embedlab.types import Hits, ProgressCallback, report_progress
 
 DEFAULT_DIMS = (32, 64, 128, 256, 384)
@@ -41,7 +45,7 @@ def evaluate_limit(
     progress: ProgressCallback | None = None,
 ) -> dict[str, dict[str, float]]:
     """Recall@k of each retriever on ``split``: ``{"dense d=32": {"recall@2": ...}, ..., "BM25": ...,
-    "hybrid RRF": ..., "hybrid weighted": ..., ["multi-vector MaxSim": ...]}``.
+    "hybrid RRF": ..., "hybrid weighted": ..., "hybrid DBSF": ..., ["multi-vector MaxSim": ...]}``.
 
     ``corpus_embeddings`` (float32 ``[n_docs, >= max(dims)]``, full-width, in corpus order) skips
     encoding the corpus: each dense row truncates and re-normalises it, which equals encoding with
@@ -63,8 +67,7 @@ def evaluate_limit(
             f"evaluate_limit: corpus_embeddings must have {len(dataset.corpus_ids)} rows (one per document), "
             f"got {corpus_embeddings.shape[0]}."
         )
-    depth = max(max(k_values), 100)
-    total = len(dims) + 3 + int(bool(multivector))
+    total = len(dims) + 4 + int(bool(multivector))
     rows: dict[str, dict[str, float]] = {}
     dense: dict[int, DenseRetriever] = {}
     for d in dims:
@@ -77,14 +80,17 @@ def evaluate_limit(
         rows[f"dense d={d}"] = _recalls(retriever.search(query_texts, max(k_values)), query_ids, dataset.corpus_ids,
                                         qrels, k_values)
         report_progress(progress, len(rows), total)
-    bm25 = BM25().fit(dataset.corpus_texts)
-    rows["BM25"] = _recalls(bm25.search(query_texts, max(k_values)), query_ids, dataset.corpus_ids, qrels, k_values)
-    report_progress(progress, len(rows), total)
     widest = dense[dims[-1]]
-    for label, method in (("hybrid RRF", "rrf"), ("hybrid weighted", "weighted")):
-        hybrid = HybridRetriever(bm25, widest, method=method, depth=depth)
-        rows[label] = _recalls(hybrid.search(query_texts, max(k_values)), query_ids, dataset.corpus_ids, qrels, k_values)
-        report_progress(progress, len(rows), total)
+    with tempfile.TemporaryDirectory(prefix="embedlab-limit-") as tmp:
+        with Collection.create(Path(tmp) / "limit", dim=dims[-1], index="flat", text_index=True) as col:
+            col.add(list(range(len(dataset.corpus_ids))), widest.embeddings_, texts=list(dataset.corpus_texts))
+            q = encoder.encode(query_texts, dim=dims[-1], batch_size=batch_size)
+            for label, mode, fusion in (("BM25", "sparse", "rrf"), ("hybrid RRF", "hybrid", "rrf"),
+                                        ("hybrid weighted", "hybrid", "weighted"), ("hybrid DBSF", "hybrid", "dbsf")):
+                hits = col.search(q, max(k_values), mode=mode, fusion=fusion, query_texts=list(query_texts))
+                positions = np.array([[-1 if i is None else i for i in row] for row in hits.ids], np.int64)
+                rows[label] = _recalls(Hits(positions, hits.scores), query_ids, dataset.corpus_ids, qrels, k_values)
+                report_progress(progress, len(rows), total)
     if multivector:
         rows["multi-vector MaxSim"] = _multivector(dataset, encoder, query_ids, query_texts, qrels, k_values, batch_size)
         report_progress(progress, len(rows), total)
