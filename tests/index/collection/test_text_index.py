@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.index import BM25, Collection
 from embedlab.index.collection.text_index import TextIndex
-from embedlab.index.rerank import rerank
+from embedlab.index.retrievers.rerank import rerank
 from embedlab.index.retrievers.fusion import fuse
 from embedlab.types import Hits
 

@@ -31,7 +31,7 @@ from embedlab.index.collection.storage import Database, VectorFile, WriterLock
 from embedlab.index.collection.text_index import TextIndex
 from embedlab.index.filters.ast import Filter, as_filter
 from embedlab.index.retrievers.fusion import METHODS as FUSIONS, fuse
-from embedlab.index import rerank as reranking
+from embedlab.index.retrievers import rerank as reranking
 from embedlab.index.search import kinds, planner
 from embedlab.index.search.faiss_backends import VectorIndex
 from embedlab.index.search.funnel import check_oversample
@@ -606,8 +606,8 @@ class Collection(CollectionBase):
         ``"dbsf"`` (:func:`~embedlab.index.retrievers.fusion.fuse`) with ``weights = (dense, sparse)``); the last
         two need ``text_index=True`` and the query texts (``queries`` as texts, or ``query_texts`` beside query
         vectors). The filter applies to both sides before fusion; items without a stored text are found by the dense
-        side only, and ``Hits.strategy`` says how many. ``rerank``: a reranker (:mod:`embedlab.index.rerank`: an
-        :class:`~embedlab.models.CrossEncoder` or a :class:`~embedlab.index.rerank.MaxSimReranker`) that re-orders
+        side only, and ``Hits.strategy`` says how many. ``rerank``: a reranker (:mod:`embedlab.index.retrievers.rerank`: an
+        :class:`~embedlab.models.CrossEncoder` or a :class:`~embedlab.index.MaxSimReranker`) that re-orders
         the first ``rerank_candidates`` hits of the mode by (query, stored text); its scores replace the first
         stage's.
 
