@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 
@@ -199,3 +200,21 @@ def test_text_index_collection_searched_sparse_and_hybrid_from_the_cli(cli, docs
     assert json.loads(out.stdout)["results"][0]["strategy"].startswith("hybrid:weighted(")
     out = cli("search", tmp_path / "t", "x", "--mode", "hybrid", "--weights", "a,b")
     assert out.exit_code != 0 and "--weights must be two numbers" in out.output
+
+
+def test_search_reranked_by_a_cross_encoder_folder(cli, docs, tmp_path):
+    from embedlab.models import CrossEncoder
+
+    ce = CrossEncoder.load(None, max_length=64)
+    folder = ce.save(tmp_path / "ce")
+    out = cli("index", tmp_path / "t", docs, "--index", "flat", "--text-index", "--format", "json")
+    assert out.exit_code == 0, out.output
+    out = cli("search", tmp_path / "t", "matryoshka dimensions", "--mode", "hybrid", "--k", "3", "--rerank", folder,
+              "--rerank-candidates", "8", "--format", "json")
+    assert out.exit_code == 0, out.output
+    (result,) = json.loads(out.stdout)["results"]
+    assert result["strategy"].endswith("+rerank(CrossEncoder)")
+    scores = [h["score"] for h in result["hits"]]
+    want = ce.predict([("matryoshka dimensions", h["text"]) for h in result["hits"]])
+    np.testing.assert_allclose(scores, want, atol=1e-5)
+    assert scores == sorted(scores, reverse=True)

@@ -1,6 +1,6 @@
-"""Length-sorted, token-budget batches: texts in, padded model inputs (int64 arrays ``[b, t]``) out.
+"""Length-sorted, token-budget batches: texts (or text pairs) in, padded model inputs (int64 arrays ``[b, t]``) out.
 
-Texts are sorted by character length, tokenised a chunk at a time (never the whole corpus at once),
+Texts are sorted by character length (a ``(text, text)`` pair, tokenised as one input, by their sum), tokenised a chunk at a time (never the whole corpus at once),
 re-sorted by token count inside the chunk, and cut into batches of at most ``batch_size`` rows and
 ``max_tokens`` padded tokens (rows x the batch's longest row): greedily when ``batch_size`` is given, and by
 :func:`length_groups` (the split with the fewest padded tokens plus a fixed cost per forward call) when only
@@ -26,7 +26,7 @@ Batch = tuple[np.ndarray, dict[str, np.ndarray]]
 
 def token_batches(
     tokenizer,
-    texts: Sequence[str],
+    texts: Sequence[str] | Sequence[tuple[str, str]],
     *,
     max_length: int,
     batch_size: int | None,
@@ -37,8 +37,10 @@ def token_batches(
 ) -> Iterator[Batch]:
     """Batches of ``texts`` (checked here, so a bad limit fails before any work; ``owner`` names the caller).
 
-    ``batch_size`` and/or ``max_tokens`` bound each batch (either may be None, not both). Every text is
-    truncated to ``max_length`` tokens; ``on_truncated(n)`` hears how many were, per chunk with any.
+    ``texts`` may instead be ``(text, text_pair)`` tuples, each tokenised as one pair input (a cross-encoder's
+    ``[CLS] query [SEP] document [SEP]``, with ``token_type_ids``); a pair longer than ``max_length`` loses
+    tokens from its longer side first. ``batch_size`` and/or ``max_tokens`` bound each batch (either may be None,
+    not both). Every text is truncated to ``max_length`` tokens; ``on_truncated(n)`` hears how many were, per chunk with any.
     ``special_mask`` adds ``special_tokens_mask`` (1 for special and padding tokens) to the features.
     """
     check_int(batch_size, owner, "batch_size", allow_none=True)
@@ -53,7 +55,7 @@ def token_batches(
 
 def _batches(tokenizer, texts: list[str], max_length: int, batch_size: int | None, max_tokens: int | None,
              special_mask: bool, on_truncated: Callable[[int], None] | None) -> Iterator[Batch]:
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    order = np.argsort([-(len(t) if isinstance(t, str) else len(t[0]) + len(t[1])) for t in texts], kind="stable")
     pad_id = tokenizer.pad_token_id or 0
     left = getattr(tokenizer, "padding_side", "right") == "left"
     chunk = max(CHUNK_TEXTS, (batch_size or 0) * CHUNK_BATCHES)
@@ -117,6 +119,33 @@ def length_groups(lengths: Sequence[int], width: int, *, cost: int = GROUP_COST,
         groups.append(order[start[j]:j].tolist())
         j = start[j]
     return groups[::-1]
+
+
+def run_grouped(features: dict, run: Callable, *, per_token: bool = False, right_padded: bool = True):
+    """``run`` over the rows of ``features`` (tensors ``[b, t]``) in :func:`length_groups`, each group's columns
+    trimmed to its longest row, the outputs put back in row order (``per_token``: ``[b, t, ...]`` outputs, padded
+    back to ``t``): the result of one ``run(features)``, up to float rounding, for less padded compute.
+    Right padding only (``right_padded=False`` runs one pass: trimming would shift left-padded positions)."""
+    import torch
+
+    mask = features["attention_mask"]
+    if not right_padded:
+        return run(features)
+    lengths = mask.sum(dim=1).tolist()
+    groups = length_groups(lengths, mask.shape[1])
+    if len(groups) == 1:
+        return run(features)
+    width, outputs = mask.shape[1], []
+    for rows in groups:
+        index = torch.as_tensor(rows, device=mask.device)
+        n = int(max(lengths[i] for i in rows))
+        out = run({k: v[index][:, :n] for k, v in features.items()})
+        if per_token and n < width:
+            pad = torch.zeros(len(rows), width - n, *out.shape[2:], dtype=out.dtype, device=out.device)
+            out = torch.cat([out, pad], dim=1)
+        outputs.append(out)
+    order = torch.as_tensor([r for rows in groups for r in rows], device=mask.device)
+    return torch.cat(outputs)[torch.argsort(order)]
 
 
 def _pad(rows: list[list[int]], width: int, fill: int, left: bool) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 from embedlab.errors import ConflictError, InvalidInputError, ModelNotFoundError, UnsupportedError
 from embedlab.files import replacing
 from embedlab.models.alignment import Alignment, folder_space
-from embedlab.models.batching import Batch, length_groups, token_batches
+from embedlab.models.batching import Batch, run_grouped, token_batches
 from embedlab.models.folder import (
     find_prebuilt_onnx,
     folder_head,
@@ -246,6 +246,10 @@ class Encoder:
     def num_layers(self) -> int:
         return int(self.config.num_hidden_layers)
 
+    def running(self):
+        """A context manager: the block runs with this encoder's intra-op thread count (:attr:`threads`)."""
+        return self.runtime.running()
+
     @property
     def device(self) -> torch.device:
         return self.runtime.device
@@ -334,27 +338,9 @@ class Encoder:
         return self._grouped(features, tokens, per_token=True)
 
     def _grouped(self, features: dict[str, torch.Tensor], run, *, per_token: bool = False) -> torch.Tensor:
-        """``run`` over the rows of ``features`` in :func:`length_groups`, each group's columns trimmed to its longest
-        row, and the outputs put back in row order (``per_token``: ``[b, t, ...]`` outputs, padded back to ``t``).
-        Right padding only: with left padding, trimming would move the tokens' positions, so it runs as one pass."""
-        mask = features["attention_mask"]
-        if getattr(self.tokenizer, "padding_side", "right") != "right":  # left padding: positions would shift
-            return run(features)
-        lengths = mask.sum(dim=1).tolist()
-        groups = length_groups(lengths, mask.shape[1])
-        if len(groups) == 1:
-            return run(features)
-        width, outputs = mask.shape[1], []
-        for rows in groups:
-            index = torch.as_tensor(rows, device=mask.device)
-            n = int(max(lengths[i] for i in rows))
-            out = run({k: v[index][:, :n] for k, v in features.items()})
-            if per_token and n < width:
-                pad = torch.zeros(len(rows), width - n, *out.shape[2:], dtype=out.dtype, device=out.device)
-                out = torch.cat([out, pad], dim=1)
-            outputs.append(out)
-        order = torch.as_tensor([r for rows in groups for r in rows], device=mask.device)
-        return torch.cat(outputs)[torch.argsort(order)]
+        """``run`` over ``features`` in length groups (:func:`~embedlab.models.batching.run_grouped`)."""
+        return run_grouped(features, run, per_token=per_token,
+                           right_padded=getattr(self.tokenizer, "padding_side", "right") == "right")
 
     def add_token_projection(self, dim: int, *, seed: int = 0) -> torch.nn.Linear:
         """Give the encoder a new trainable token projection (backbone width -> ``dim``, orthonormal rows drawn

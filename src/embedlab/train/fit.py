@@ -1,4 +1,5 @@
-"""The trainer: :func:`fit` fine-tunes an :class:`~embedlab.models.Encoder` (torch backend) with one loss per data set.
+"""The trainer: :func:`fit` fine-tunes an :class:`~embedlab.models.Encoder` or a
+:class:`~embedlab.models.CrossEncoder` (torch backend) with one loss per data set.
 
 AdamW (Loshchilov & Hutter 2019; no decay on biases and norm weights, as the transformers trainer does), a linear
 warm-up to ``lr`` then a linear decay to 0, gradient-norm clipping, everything seeded. A batch is a ``dict`` of
@@ -121,7 +122,7 @@ def fit(
     from embedlab.models.runtime import Backend
 
     if getattr(encoder, "backend", None) is not Backend.TORCH:
-        raise UnsupportedError(f"{_OWNER}: encoder must be an Encoder loaded with backend='torch', got "
+        raise UnsupportedError(f"{_OWNER}: encoder must be an Encoder or CrossEncoder loaded with backend='torch', got "
                                f"{getattr(encoder, 'backend', type(encoder).__name__)!r}. Load it with backend='torch'.")
     loss_map = _check_losses(losses)
     if old_encoder is not None:
@@ -181,7 +182,7 @@ def fit(
     started, pairs, train_seconds = time.perf_counter(), 0, 0.0
     bar, saved = None, None
     threads = contextlib.ExitStack()
-    threads.enter_context(encoder.runtime.running())  # the encoder's intra-op thread count holds for training too
+    threads.enter_context(encoder.running())  # the encoder's intra-op thread count holds for training too
     try:
         seed_all(seed, device)
         if resume is not None:
@@ -243,7 +244,7 @@ def fit(
                 state["last"] = ckpts / "last"
         for module in modules.values():
             module.eval()
-        if hasattr(batches, "model_prompts"):  # saved with the model: inference applies what training used
+        if hasattr(batches, "model_prompts") and hasattr(encoder, "prompts"):  # saved with the model: inference applies what training used
             encoder.prompts.update(batches.model_prompts())
         if old_encoder is not None:  # saved with the model: the old index accepts its queries
             from embedlab.models.alignment import Alignment
@@ -359,10 +360,10 @@ def _diverged(what: str, value: float, step: int, name: str, last: Path | None):
 # ---------------------------------------------------------------- modules and evaluation
 def _modules(encoder, loss_map) -> dict[str, torch.nn.Module]:
     modules = {"model": encoder.model}
-    head = getattr(encoder.runtime, "head", None)
+    head = getattr(getattr(encoder, "runtime", None), "head", None)
     if head is not None:
         modules["head"] = head
-    if encoder.token_projection is not None:
+    if getattr(encoder, "token_projection", None) is not None:
         modules["token_projection"] = encoder.token_projection
     for name, loss in loss_map.items():
         modules[f"loss.{name}"] = loss

@@ -38,7 +38,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import ContextManager
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ def source_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     hash_file(h, path)
     return h.hexdigest()
@@ -92,7 +92,7 @@ def user_cache_dir() -> Path:
     return Path(base) / "embedlab" / "onnx"
 
 
-def _writable_root(candidates: list[Path]) -> Path:
+def _writable_root(candidates: list[Path], owner: str) -> Path:
     for root in candidates:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -102,9 +102,33 @@ def _writable_root(candidates: list[Path]) -> Path:
         except OSError:
             continue
     raise InvalidInputError(
-        f"Encoder.load: cache_dir must be a writable folder, got none among {[str(c) for c in candidates]}. "
+        f"{owner}: cache_dir must be a writable folder, got none among {[str(c) for c in candidates]}. "
         "Pass cache_dir= pointing at a writable folder."
     )
+
+
+def cache_roots(source: Path | None, cache_dir: str | os.PathLike | None) -> list[Path]:
+    """Where builds are looked for and written, in order: ``cache_dir`` alone when given, else beside the source
+    model (``<source>/.embedlab-onnx``, when there is a source folder) then :func:`user_cache_dir`."""
+    if cache_dir is not None:
+        return [Path(cache_dir)]
+    return ([source / CACHE_DIR_NAME] if source is not None else []) + [user_cache_dir()]
+
+
+def cached_build(key: str, expected: dict, roots: list[Path], build_into: Callable[[Path], None], *,
+                 owner: str = "Encoder.load") -> tuple[Path, dict]:
+    """``(model.onnx path, manifest)`` of the build ``<root>/<key>`` whose manifest holds ``expected`` (and whose
+    file matches its hash) under any of ``roots``; else ``build_into(folder)`` writes ``model.onnx`` and
+    ``manifest.json`` (with ``expected`` and ``onnx_sha256``) into a fresh folder, renamed into place under the
+    first writable root."""
+    for root in roots:  # an existing, valid build anywhere we would look is used as it is
+        if _manifest_ok(root / key, expected):
+            return root / key / "model.onnx", json.loads((root / key / "manifest.json").read_text())
+    target = _writable_root(roots, owner) / key
+    with replacing(target) as tmp:  # a stale, corrupt or other-version build is replaced, not trusted
+        tmp.mkdir()
+        build_into(tmp)
+    return target / "model.onnx", json.loads((target / "manifest.json").read_text())
 
 
 def library_versions() -> dict:
@@ -123,7 +147,7 @@ def _manifest_ok(folder: Path, expected: dict) -> bool:
         manifest = json.loads((folder / "manifest.json").read_text())
         model = folder / "model.onnx"
         return (all(manifest.get(k) == v for k, v in expected.items())
-                and model.is_file() and _file_sha256(model) == manifest.get("onnx_sha256"))
+                and model.is_file() and file_sha256(model) == manifest.get("onnx_sha256"))
     except (OSError, ValueError):
         return False
 
@@ -158,7 +182,7 @@ def build(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, precisi
         extra.unlink()
     check_build(make_session(final, default_threads()), backbone, tokenizer, pooling, input_names, precision,
                 max_length, head)
-    manifest = {**expected, "onnx_sha256": _file_sha256(final), "inputs": input_names,
+    manifest = {**expected, "onnx_sha256": file_sha256(final), "inputs": input_names,
                 "kept_fp32": kept, "source": str(source)}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
@@ -175,16 +199,10 @@ def cached_model(source: Path, backbone_dir: Path, tokenizer, pooling: Pooling, 
     if head is not None or pooling_mask:  # only then, so the builds of plain models stay valid
         expected["head"] = {"modules": [] if head is None else head.describe(), "pooling_mask": pooling_mask,
                             "dim": None if head is None else head.dim}
-    candidates = [Path(cache_dir)] if cache_dir is not None else [source / CACHE_DIR_NAME, user_cache_dir()]
-    for root in candidates:  # an existing, valid build anywhere we would look is used as it is
-        if _manifest_ok(root / key, expected):
-            return root / key / "model.onnx", json.loads((root / key / "manifest.json").read_text())
-    target = _writable_root(candidates) / key
-    with replacing(target) as tmp:  # a stale, corrupt or other-version build is replaced, not trusted
-        tmp.mkdir()
-        build(source, backbone_dir, tokenizer, pooling, precision, tmp, max_length=max_length, expected=expected,
-              head=head, pooling_mask=pooling_mask)
-    return target / "model.onnx", json.loads((target / "manifest.json").read_text())
+    return cached_build(key, expected, cache_roots(source, cache_dir),
+                        lambda folder: build(source, backbone_dir, tokenizer, pooling, precision, folder,
+                                             max_length=max_length, expected=expected, head=head,
+                                             pooling_mask=pooling_mask))
 
 
 # ---------------------------------------------------------------- the runtime
@@ -308,7 +326,7 @@ class PrebuiltOnnxRuntime:
 
         self.config = SimpleNamespace(hidden_size=int(width), num_hidden_layers=int(layers), model_type="onnx")
         self.dim = int(width)
-        self._sha256 = _file_sha256(self.onnx_path)
+        self._sha256 = file_sha256(self.onnx_path)
 
     @property
     def device(self) -> torch.device:

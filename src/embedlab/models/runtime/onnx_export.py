@@ -1,6 +1,7 @@
 """ONNX export, graph optimisation, dynamic int8 quantisation and build checks (used by :mod:`.onnx`).
 
-Plain functions over files: ``export_onnx`` (torch -> ONNX), ``optimize_graph`` (fused or ORT-optimised
+Plain functions over files: ``export_onnx`` (torch -> ONNX; ``trace`` is its exporter call for any module),
+``optimize_graph`` (fused or ORT-optimised
 graph), ``quantize_int8`` (dynamic int8), ``make_session`` (a CPU session) and ``check_build`` (the
 export against the torch runtime on a probe batch). The cache and the runtime live in
 :mod:`embedlab.models.runtime.onnx`.
@@ -110,6 +111,40 @@ def _probe_features(tokenizer, input_names: list[str], max_length: int) -> dict[
     return features
 
 
+def model_input_names(model, tokenizer, owner: str = "Encoder.load") -> list[str]:
+    """The inputs of ``model`` that its tokenizer produces, among ``input_ids``, ``attention_mask`` and
+    ``token_type_ids`` (in that order); :class:`UnsupportedError` unless both of the first two are there."""
+    accepted = set(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
+    params = inspect.signature(model.forward).parameters
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in params]
+    if "attention_mask" not in names or "input_ids" not in names:
+        raise UnsupportedError(
+            f"{owner}: backend='onnx' needs a model that takes input_ids and attention_mask, got "
+            f"{getattr(model.config, 'model_type', '?')!r} taking {names}. Use backend='torch'."
+        )
+    return names
+
+
+def trace(module: torch.nn.Module, features: dict[str, np.ndarray], input_names: list[str], path: Path, *,
+          output_names: list[str], dynamic_axes: dict, model_type: str, owner: str = "Encoder.load") -> None:
+    """Trace ``module(*features[input_names])`` to ``path`` (ONNX opset 17, constants folded); the tracer's own
+    notes are silenced and any exporter failure becomes :class:`UnsupportedError` naming ``owner`` and the
+    ``model_type``."""
+    try:
+        with warnings.catch_warnings():  # the tracer's own deprecation and trace notes are not the user's business
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, tuple(torch.from_numpy(features[n]) for n in input_names), str(path),
+                input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                opset_version=_OPSET, do_constant_folding=True, dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises many unrelated types
+        raise UnsupportedError(
+            f"{owner}: backend='onnx' could not export the {model_type!r} model, got "
+            f"{type(exc).__name__}: {str(exc)[:300]}. Use backend='torch' for this model."
+        ) from None
+
+
 def export_onnx(backbone, tokenizer, pooling: Pooling, path: Path, *, max_length: int, head: Head | None = None,
                 pooling_mask: bool = False) -> list[str]:
     """Trace ``backbone`` + ``pooling`` (+ ``head``) to ``path`` (ONNX opset 17, dynamic batch and sequence axes).
@@ -119,34 +154,15 @@ def export_onnx(backbone, tokenizer, pooling: Pooling, path: Path, *, max_length
     Returns the input names (those the tokenizer produces and the model accepts, then ``"pooling_mask"``).
     Raises :class:`UnsupportedError` when the exporter fails.
     """
-    model_type = getattr(backbone.config, "model_type", "?")
-    accepted = set(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
-    params = inspect.signature(backbone.forward).parameters
-    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in params]
-    if "attention_mask" not in input_names or "input_ids" not in input_names:
-        raise UnsupportedError(
-            f"Encoder.load: backend='onnx' needs a model that takes input_ids and attention_mask, got "
-            f"{model_type!r} taking {input_names}. Use backend='torch'."
-        )
+    input_names = model_input_names(backbone, tokenizer)
     if pooling_mask:
         input_names.append(POOLING_MASK)
     features = _probe_features(tokenizer, input_names, max_length)
     module = _Exportable(backbone, pooling, input_names, head).eval()
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
     axes.update({"sentence_embedding": {0: "batch"}, "token_embeddings": {0: "batch", 1: "sequence"}})
-    try:
-        with warnings.catch_warnings():  # the tracer's own deprecation and trace notes are not the user's business
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, tuple(torch.from_numpy(features[n]) for n in input_names), str(path),
-                input_names=input_names, output_names=["sentence_embedding", "token_embeddings"],
-                dynamic_axes=axes, opset_version=_OPSET, do_constant_folding=True, dynamo=False,
-            )
-    except Exception as exc:  # the exporter raises many unrelated types
-        raise UnsupportedError(
-            f"Encoder.load: backend='onnx' could not export the {model_type!r} model, got "
-            f"{type(exc).__name__}: {str(exc)[:300]}. Use backend='torch' for this model."
-        ) from None
+    trace(module, features, input_names, path, output_names=["sentence_embedding", "token_embeddings"],
+          dynamic_axes=axes, model_type=getattr(backbone.config, "model_type", "?"))
     return input_names
 
 

@@ -27,6 +27,14 @@ from embedlab.models.runtime.threads import torch_threads
 NOT_MODEL_INPUTS = ("special_tokens_mask", "pooling_mask")  # features the encoder adds that the model never sees
 
 
+def hash_weights(h, weights) -> None:
+    """Feed ``(name, tensor)`` pairs, in the order given, to the hashlib object ``h``: each name, then the bytes."""
+    with torch.no_grad():
+        for name, tensor in weights:
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+
+
 class _StopForward(Exception):
     """Raised by a forward hook to end the pass early, carrying that block's output ``[b, t, d]``."""
 
@@ -163,10 +171,7 @@ class TorchRuntime:
         weights = sorted(self.model.state_dict().items())
         if self.head is not None:  # prefixed, so a model without a head keeps its fingerprint
             weights += [(f"head.{k}", v) for k, v in sorted(self.head.state_dict().items())]
-        with torch.no_grad():
-            for name, tensor in weights:
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        hash_weights(h, weights)
         settings = [self.pooling.value, max_length, do_lower_case, vocab_size]
         if not include_prompt:
             settings.append("exclude-prompt")
