@@ -1,6 +1,6 @@
 """Hybrid search and cross-encoder reranking inside collections, on WordNet-BEIR (full 117,659-document corpus).
 
-    python benchmarks/hybrid_rerank.py [--rerank-queries 300] [--steps 400] [--rows-per-step 16] [--only NAME ...] [--fresh]
+    python benchmarks/hybrid_rerank.py [--rerank-queries 1000] [--steps 400] [--rows-per-step 16] [--only NAME ...] [--fresh]
 
 Two dense models side by side: the default model (``_base`` figures) and the best fine-tuned model of Training I
 (the ``infonce`` model of ``benchmarks/train_contrastive.py``, ~0.50 nDCG@10; run that first). For each, one
@@ -9,13 +9,14 @@ comes from ``Collection.search``:
 
 - ``first_stage``: nDCG@10 on all 4,388 test queries of dense, BM25 (``mode="sparse"``) and hybrid. The fusion
   (RRF, or weighted / DBSF with the dense weight 0.3 / 0.5 / 0.7) is chosen on the dev split, then run on test.
-- ``mine``: 3 hard negatives per train row (ranks 0-30 of the base model's collection, minus candidates scoring
-  above 95% of the positive, NV-Retriever's filter) for ``steps * rows_per_step`` seeded train rows; written as
-  JSON lines that both trainers read.
+- ``mine``: 3 hard negatives per train row (ranks 0-50 of the fine-tuned model's collection, minus candidates
+  scoring above 95% of the positive, NV-Retriever's filter) for all 33,828 train rows, then ``steps *
+  rows_per_step`` seeded rows of those kept, written as JSON lines that both trainers read (each row once).
 - ``train_ours``: ``embedlab.models.CrossEncoder`` from the default model's weights, trained by ``embedlab.train.fit``
   with binary cross-entropy on (query, positive) = 1 and (query, negative) = 0.
 - ``train_st``: sentence-transformers' ``CrossEncoder`` + ``CrossEncoderTrainer`` + ``BinaryCrossEntropyLoss`` on the
-  same (query, text, label) pairs, the same pairs per step, steps, lr, warm-up and seed.
+  same (query, text, label) pairs, the same pairs per step, steps, lr, warm-up and seed, from the same initial weights
+  (ours, head included, saved by ``train_ours`` to ``ce-init``).
 - ``rerank``: on ``--rerank-queries`` seeded test queries (scoring 100 candidates for each of 4,388 queries would
   take hours on 2 cores), nDCG@10 of dense / hybrid with and without ``rerank=`` (top 100), for both dense models,
   ours and ST's reranker; and the latency a rerank adds to one query (p50 of with minus without, same query).
@@ -42,9 +43,10 @@ import common  # noqa: E402
 
 WORK = common.ROOT / ".cache" / "hybrid-rerank"
 LIMIT_SMALL = common.ROOT.parent / "shared" / "data" / "limit-small"
-GRID = [("rrf", None)] + [(f, (w, 1 - w)) for f in ("weighted", "dbsf") for w in (0.3, 0.5, 0.7)]
+GRID = [("rrf", None)] + [(f, (w, round(1 - w, 2))) for f in ("weighted", "dbsf") for w in (0.3, 0.5, 0.7)]
 CANDIDATES = 100
 NEGATIVES = 3
+RANGE_MAX, MARGIN = 50, 0.05  # mining: ranks 0-50 of the fine-tuned model, minus candidates above 95% of the positive
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -138,19 +140,23 @@ def exp_first_stage(args, work: Path) -> dict:
 
 
 def exp_mine(args, work: Path) -> dict:
+    from embedlab.files import atomic_write
     from embedlab.train import PairDataset, mine_hard_negatives
 
-    encoder = encoders()["base"]
+    encoder = encoders()["ft"]
     pairs = PairDataset.from_beir(common.WORDNET, "train")
-    n = min(len(pairs), args.steps * args.rows_per_step)
-    rows = sorted(random.Random(args.seed).sample(range(len(pairs)), n))
-    batch = pairs.batch(rows)
-    subset = PairDataset({"anchor": batch["anchor"], "positive": batch["positive"]})
     t0 = time.perf_counter()
-    with collection("base", encoder) as col:
-        mined = mine_hard_negatives(encoder, subset, collection=col, range_max=30, num_negatives=NEGATIVES,
-                                    margin=0.05, margin_kind="relative", out=WORK / "mined.jsonl")
-    return {"rows_asked": n, "rows_kept": len(mined), "seconds": time.perf_counter() - t0,
+    with collection("ft", encoder) as col:
+        mined = mine_hard_negatives(encoder, pairs, collection=col, range_max=RANGE_MAX, num_negatives=NEGATIVES,
+                                    margin=MARGIN, margin_kind="relative")
+    seconds = time.perf_counter() - t0
+    n = min(len(mined), args.steps * args.rows_per_step)
+    rows = sorted(random.Random(args.seed).sample(range(len(mined)), n))  # the rows both trainers see, once each
+    batch = mined.batch(rows)
+    lines = [json.dumps({"anchor": a, "positive": p, "negative": list(neg)})
+             for a, p, neg in zip(batch["anchor"], batch["positive"], batch["negative"])]
+    atomic_write(WORK / "mined.jsonl", ("\n".join(lines) + "\n").encode())
+    return {"train_rows": len(pairs), "rows_kept": len(mined), "rows_used": n, "seconds": seconds,
             "summary": mined.mining.as_dict()}
 
 
@@ -163,14 +169,15 @@ def exp_train_ours(args, work: Path) -> dict:
     from embedlab.train import Batches, BinaryCrossEntropy, PairDataset, fit
 
     data = PairDataset.from_jsonl(WORK / "mined.jsonl")
-    model = CrossEncoder.load(None, backend="torch", max_length=args.max_length)
+    model = CrossEncoder.load(None, backend="torch", max_length=args.max_length, seed=args.seed)
+    model.save(WORK / "ce-init", overwrite=True)  # ST's trainer starts from these very weights (head included)
     batches = Batches(data, args.rows_per_step, seed=args.seed)
     folder = WORK / "ce-ours"
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
     result = fit(model, batches, BinaryCrossEntropy(), steps=args.steps, lr=args.lr, warmup=args.warmup,
-                 seed=args.seed, out=folder)
+                 seed=args.seed, out=folder, show_progress=True)
     return {"steps": args.steps, "pairs": args.steps * args.rows_per_step * (1 + NEGATIVES),
             "train_seconds": result.train_seconds,
             "pairs_per_second": args.steps * args.rows_per_step * (1 + NEGATIVES) / result.train_seconds,
@@ -182,20 +189,18 @@ def exp_train_st(args, work: Path) -> dict:
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from embedlab.models.folder import resolve_model_path
-
     columns = {"query": [], "text": [], "label": []}
     for row in mined_rows():
         for text, label in [(row["positive"], 1.0)] + [(n, 0.0) for n in row["negative"]]:
             columns["query"].append(row["anchor"])
             columns["text"].append(text)
             columns["label"].append(label)
-    model = CrossEncoder(str(resolve_model_path(None)), num_labels=1, max_length=args.max_length, device="cpu")
+    model = CrossEncoder(str(WORK / "ce-init"), max_length=args.max_length, device="cpu")  # train_ours wrote it
     folder = WORK / "ce-st"
     targs = CrossEncoderTrainingArguments(
         output_dir=str(WORK / "ce-st-trainer"), max_steps=args.steps,
         per_device_train_batch_size=args.rows_per_step * (1 + NEGATIVES), learning_rate=args.lr,
-        warmup_ratio=args.warmup, seed=args.seed, save_strategy="no", report_to="none",
+        warmup_steps=args.warmup, seed=args.seed, save_strategy="no", report_to="none",
         logging_steps=max(1, args.steps // 10), dataloader_drop_last=True, use_cpu=True)
     trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=Dataset.from_dict(columns),
                                   loss=BinaryCrossEntropyLoss(model))
@@ -288,7 +293,8 @@ def report(r: dict) -> None:
         figures[f"dense_ndcg_at_10{suffix}"] = fs[name]["dense"]
         figures[f"bm25_ndcg_at_10{suffix}"] = fs[name]["bm25"]
         figures[f"hybrid_ndcg_at_10{suffix}"] = fs[name]["hybrid"]
-        figures[f"hybrid_fusion{suffix}"] = f"{fs[name]['fusion']} {fs[name]['weights'] or ''}".strip()
+        weights = fs[name]["weights"]
+        figures[f"hybrid_fusion{suffix}"] = fs[name]["fusion"] + (f" ({weights[0]:g}, {weights[1]:g})" if weights else "")
         figures[f"hybrid_gain_points{suffix}"] = 100 * (fs[name]["hybrid"] - fs[name]["dense"])
         sub = rr[name]
         figures[f"rerank_subset_queries{suffix}"] = sub["queries"]
@@ -349,11 +355,11 @@ def main() -> None:
     parser.add_argument("--child", default=None)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--rows-per-step", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--rerank-queries", type=int, default=300)
+    parser.add_argument("--rerank-queries", type=int, default=1000)
     parser.add_argument("--latency-queries", type=int, default=50)
     args = parser.parse_args()
     results = common.run_experiments(__file__, WORK, EXPERIMENTS, args)

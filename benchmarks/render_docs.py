@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["foundation", "collections", "search_peers", "compression", "multivector", "limit", "encode_speed", "renovation", "reliability", "training", "distill", "elastic", "serving"]
+ORDER = ["foundation", "collections", "search_peers", "hybrid_rerank", "compression", "multivector", "limit", "encode_speed", "renovation", "reliability", "training", "distill", "elastic", "serving"]
 
 
 def render() -> str:
