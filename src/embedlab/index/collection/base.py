@@ -3,7 +3,8 @@
 :class:`~embedlab.index.collection.collection.Collection` (a local folder) and
 :class:`~embedlab.index.collection.milvus.MilvusCollection` (Milvus behind the same API) both derive from
 :class:`CollectionBase`; it needs ``dim``, ``metric``, ``_manifest`` (its ``"encoder"`` and ``"space"``),
-``_encoder_obj``, ``_query_alignment`` and ``_layer`` (the multi-vector layer or ``None``).
+``_encoder_obj``, ``_query_alignment``, ``_layer`` (the multi-vector layer or ``None``) and ``_vdim`` (the width
+of the vectors it searches).
 
 A collection created with an encoder records the encoder's embedding space (:attr:`Encoder.space
 <embedlab.models.Encoder.space>`). Opened with another encoder, it accepts one of the same space for everything,
@@ -47,6 +48,16 @@ class CollectionBase:
                                     "Use queries[None, :] for one query.")
         nq = arr.shape[0] if arr.ndim >= 1 else 0
         return prepare_vectors(check_vectors(arr, nq, self.dim, owner, "queries"), self.metric, owner, "queries")
+
+    def _search_queries(self, queries: Any, owner: str) -> tuple[np.ndarray, Any]:
+        """``(q float32 [nq, d], layer payload or None)``: the vectors a search scores with; for a multi-vector
+        collection the layer's query vectors (width ``_vdim``) and its payload for the rerank of candidates."""
+        if self._layer is None:
+            return self._queries(queries, owner), None
+        with warnings_at_caller():
+            q, payload = self._layer.query(queries, owner)
+        return prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner,
+                               "queries"), payload
 
     def _encode(self, texts: list[str], owner: str, role: str = "queries") -> np.ndarray:
         """``texts`` as vectors of the collection's space: ``role`` is ``"queries"`` (an aligned encoder's map is

@@ -666,12 +666,7 @@ class Collection(CollectionBase):
     def _dense(self, queries: Any, work: int, want: int, allowed: Allowed | None, ef: int | None,
                oversample: int | None, owner: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The vector side of :meth:`search`: ``work`` hits per query (scores, rows, strategies)."""
-        if self._layer is not None:
-            with warnings_at_caller():
-                q, q_payload = self._layer.query(queries, owner)
-            q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
-        else:
-            q = self._queries(queries, owner)
+        q, q_payload = self._search_queries(queries, owner)
         check_results(len(q), want, owner)
         candidates = work if self._layer is None else min(self._layer.candidates(work), max(self._n, 1))
         scores, rows, strategy = self._search_rows(q, candidates, allowed, ef, oversample)

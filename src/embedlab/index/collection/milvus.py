@@ -612,13 +612,7 @@ class MilvusCollection(CollectionBase):
             min_score = operations.check_min_score(min_score, owner)
             include = operations.check_include(include, owner, vectors_supported=self._layer is None)
             want = k + offset
-            q_payload = None
-            if self._layer is not None:
-                with warnings_at_caller():
-                    q, q_payload = self._layer.query(queries, owner)
-                q = prepare_vectors(check_vectors(q, len(q), self._vdim, owner, "queries"), self.metric, owner, "queries")
-            else:
-                q = self._queries(queries, owner)
+            q, q_payload = self._search_queries(queries, owner)
             check_results(len(q), want, owner)
             limit = want if self._layer is None else max(self._layer.candidates(want), want)
             if limit > MILVUS_MAX_TOPK:
