@@ -172,9 +172,7 @@ class CrossEncoder:
 
     def unreadable(self, texts: Sequence[str]) -> float:
         """The share of the tokens of ``texts`` that the tokenizer maps to its unknown token (0.0 to 1.0)."""
-        unk = self.tokenizer.unk_token_id
-        ids = [i for t in texts for i in self.tokenizer(t, add_special_tokens=False)["input_ids"]]
-        return sum(i == unk for i in ids) / max(len(ids), 1) if unk is not None else 0.0
+        return unknown_share(self.tokenizer, texts)
 
     @property
     def _device(self) -> torch.device:
@@ -206,6 +204,14 @@ class CrossEncoder:
                 [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}],
                 indent=2))
         return path
+
+
+def unknown_share(tokenizer, texts: Sequence[str]) -> float:
+    """The share (0.0 to 1.0) of the tokens of ``texts`` that ``tokenizer`` maps to its unknown token; 0.0 for a
+    tokenizer without one. What a reranker's ``unreadable`` answers."""
+    unk = tokenizer.unk_token_id
+    ids = [i for t in texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]]
+    return sum(i == unk for i in ids) / max(len(ids), 1) if unk is not None else 0.0
 
 
 # ---------------------------------------------------------------- loading pieces

@@ -45,9 +45,9 @@ class MaxSimReranker:
         return np.array([table[qi[q], di[d]] for q, d in pairs], np.float32)
 
     def unreadable(self, texts: Sequence[str]) -> float:
-        tok = self.encoder.tokenizer
-        ids = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"]]
-        return sum(i == tok.unk_token_id for i in ids) / max(len(ids), 1)
+        from embedlab.models.cross_encoder import unknown_share
+
+        return unknown_share(self.encoder.tokenizer, texts)
 
 
 def check_reranker(reranker: Any, candidates: Any, k: int, owner: str) -> int:
