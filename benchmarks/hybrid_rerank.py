@@ -178,8 +178,8 @@ def exp_train_ours(args, work: Path) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     result = fit(model, batches, BinaryCrossEntropy(), steps=args.steps, lr=args.lr, warmup=args.warmup,
                  seed=args.seed, out=folder, show_progress=True)
-    return {"steps": args.steps, "pairs": args.steps * args.rows_per_step * (1 + NEGATIVES),
-            "train_seconds": result.train_seconds,
+    return {"steps": args.steps, "pairs": args.steps * args.rows_per_step * (1 + NEGATIVES), "lr": args.lr,
+            "warmup": args.warmup, "max_length": args.max_length, "train_seconds": result.train_seconds,
             "pairs_per_second": args.steps * args.rows_per_step * (1 + NEGATIVES) / result.train_seconds,
             "final_loss": result.losses[-1], "folder": str(folder)}
 
@@ -340,7 +340,9 @@ def report(r: dict) -> None:
     notes.append(f"Dense, BM25 and hybrid (test) use all 4,388 test queries; the rerank columns use "
                  f"{rr['ft']['queries']} seeded test queries, with dense and hybrid re-measured on the same subset. "
                  f"Cross-encoders: {r['train_ours']['steps']} steps x {r['train_ours']['pairs'] // r['train_ours']['steps']} "
-                 f"pairs (1 positive + {NEGATIVES} mined negatives per query), from the default model's weights; ours "
+                 f"pairs (1 positive + {NEGATIVES} mined negatives per query), binary cross-entropy, lr {r['train_ours'].get('lr', '?')}, "
+                 f"warm-up {r['train_ours'].get('warmup', '?')}, max_length {r['train_ours'].get('max_length', '?')}, both "
+                 f"from the same initial weights (the default model under one seeded head); ours "
                  f"trained at {r['train_ours']['pairs_per_second']:.1f} pairs/s, ST's at "
                  f"{r['train_st']['pairs_per_second']:.1f}.")
     path = common.write_results("hybrid_rerank", figures, tables=[table], notes=notes)
