@@ -118,10 +118,13 @@ def test_planner_strategy_follows_selectivity(filled):
             filled.plan(10, filter="n != 3")
         return
     tiny = filled.plan(10, filter='cat == "c3" and n == 2 and flag == true')
-    broad = filled.plan(10, filter="n != 3")
+    broad = filled.plan(10, filter="n != 3", ef=None if filled.index_kind == "flat" else 16)  # 1,800 of 2,000 rows:
+    # a short walk beats scoring them all
     assert tiny["strategy"] == "exact" and tiny["allowed"] == 10
     assert broad["strategy"] in {"flat": ["flat_scan"], "ivf": ["post_filter"],  # hnsw above s = 0.5: both walks
-                                 "hnsw": ["post_filter", "filtered_ann"]}[filled.index_kind]  # run at efSearch 64
+                                 "hnsw": ["post_filter", "filtered_ann"]}[filled.index_kind]  # run at efSearch 16
+    if filled.index_kind == "hnsw":  # at efSearch 64, one query scores the 1,800 rows in place instead
+        assert filled.plan(10, filter="n != 3")["strategy"] == "exact"
     assert filled.plan(10)["strategy"] in ("ann", "flat_scan")
 
 
@@ -334,16 +337,25 @@ def test_planner_choices():
     assert planner.plan(hnsw, 10, n, 117, None, nq=1000).strategy == "exact"  # 0.1%
     assert planner.plan(hnsw, 10, n, 1170, None, nq=1).strategy == "exact"  # 1%
     assert planner.plan(hnsw, 10, n, 11_700, None, nq=1000).strategy == "exact"  # 10%: the shared gather pays
-    one = planner.plan(hnsw, 10, n, 11_700, None, nq=1)  # 10%, one query: gathering 11k rows costs too much
+    one = planner.plan(hnsw, 10, n, 11_700, None, nq=1)  # 10%, one query: the rows scored where the graph keeps them
+    assert one.strategy == "exact"
+    assert planner.plan(hnsw, 10, 1_000_000, 40_000, None, nq=1).strategy == "exact"  # 4% of 1M: still in place
+
+    class Codes:  # a graph over codes (no float32 rows): exact scoring has to gather the rows
+        kind, default_ef, keeps_rows = "hnsw", 64, False
+
+    codes = Codes()
+    one = planner.plan(codes, 10, n, 11_700, None, nq=1)  # 10%, one query: gathering 11k rows costs too much
     assert one.strategy == "post_filter" and one.candidates == 200 and one.ef == 200
-    post = planner.plan(hnsw, 10, n, 35_100, None, nq=1)  # 30%: 2k/s = 67 candidates beat a walk raised to 99
+    post = planner.plan(codes, 10, n, 35_100, None, nq=1)  # 30%: 2k/s = 67 candidates beat a walk raised to 99
     assert post.strategy == "post_filter" and post.candidates == 67 and post.ef == 67
-    floor = planner.plan(hnsw, 10, n, 40_950, None, nq=1)  # 35%: never fewer than 6k candidates ...
+    assert planner.plan(hnsw, 10, n, 35_100, None, nq=1) == post  # in place, 35k rows cost more than the walk
+    floor = planner.plan(codes, 10, n, 40_950, None, nq=1)  # 35%: never fewer than 6k candidates ...
     assert floor.strategy == "post_filter" and floor.candidates == 60 and floor.ef == 64
-    broad = planner.plan(hnsw, 10, n, 80_000, 32, nq=1)  # ... so above s = 0.5 the un-raised walk is cheaper
+    broad = planner.plan(codes, 10, n, 80_000, 32, nq=1)  # ... so above s = 0.5 the un-raised walk is cheaper
     assert broad.strategy == "filtered_ann" and broad.ef == 32
     big = 1_000_000  # below POST_FILTER_MIN, with too many rows to gather: the selector walk
-    high, low = planner.plan(hnsw, 10, big, 40_000, None, nq=1), planner.plan(hnsw, 10, big, 20_000, None, nq=1)
+    high, low = planner.plan(codes, 10, big, 40_000, None, nq=1), planner.plan(codes, 10, big, 20_000, None, nq=1)
     assert high.strategy == low.strategy == "filtered_ann"
     assert 64 < high.ef < low.ef  # efSearch raised as selectivity drops
     assert planner.plan(hnsw, 10, n, None, 50).as_dict()["strategy"] == "ann"

@@ -42,7 +42,9 @@ from embedlab.index.collection.metadata import Column, MetadataTable
 FILE = "payload.npz"
 MERGE_AS_MASK = 64  # an ``or`` whose parts hold more than n / MERGE_AS_MASK rows is merged through a bool mask
 DENSE = 16  # a filter that may match more than n / DENSE rows is scanned: vectorised compares over every row beat
-# gathering and sorting that many rows (measured: 0.04-0.25 ms per leaf at 117k rows vs ~1 ms to sort 70k rows)
+# gathering and sorting that many rows (measured: 0.04-0.25 ms per leaf at 117k rows vs ~1 ms to sort 70k rows) ...
+DENSE_PRESORTED = 4  # ... or n / DENSE_PRESORTED when its rows come from one posting list, already ascending (no
+# sort: checking `n_lemmas <= 2` on the 13.7k rows of `pos == "verb"` takes 0.04 ms, scanning both columns 0.15 ms)
 
 
 class Allowed:
@@ -200,7 +202,8 @@ class PayloadIndex:
         """The rows ``node`` allows among ``n``: through the indexes (:meth:`select`) when it matches at most about
         ``n / DENSE`` rows, else one scan of the columns (``paths`` then says ``scan``)."""
         paths, spans = {} if paths is None else paths, {}
-        if self.estimate(node, n, owner, spans) * DENSE > n:
+        if self.estimate(node, n, owner, spans) * (DENSE_PRESORTED if self._presorted(node, n, owner, spans)
+                                                   else DENSE) > n:
             for f in _fields(node):
                 paths[f] = "scan"
             return Allowed(n, mask=self.table.evaluate(node, n, owner))
@@ -250,6 +253,16 @@ class PayloadIndex:
             return min(n, sum(self.estimate(c, n, owner, spans) for c in node.children))
         found = self._spans(node, owner, spans)
         return n if found is None else min(n, sum(b - a for a, b in found))
+
+    def _presorted(self, node: Filter, n: int, owner: str, spans: dict) -> bool:
+        """Whether :meth:`select` reads ``node``'s rows from one posting slice, ascending (no sort): a leaf on a
+        postings index with one span, or an ``and`` whose most selective child is one."""
+        if isinstance(node, And):
+            node = min(node.children, key=lambda c: self.estimate(c, n, owner, spans))
+        if isinstance(node, (And, Or)) or not hasattr(node, "field"):
+            return False
+        found = self._spans(node, owner, spans)
+        return found is not None and len(found) <= 1 and self.get(node.field).values is None
 
     def _spans(self, node: Filter, owner: str, memo: dict) -> list[tuple[int, int]] | None:
         """The index spans answering leaf ``node`` (``None``: no index answers it), looked up once per call."""

@@ -159,6 +159,8 @@ class CompressedIndex:
         """Bytes per row this index keeps in RAM (the codes; float rows until the codec is trained)."""
         return float(self.codec.bytes_per_vector if self.trained else 4 * self.dim)
 
+    keeps_rows = False  # the codes are not the stored rows: exact scoring gathers them from the vectors file
+
     # ------------------------------------------------------------------ persistence
     @property
     def worth_writing(self) -> bool:

@@ -53,10 +53,27 @@ class VectorIndex(Protocol):
     def ram_bytes_per_vector(self) -> float:
         """Bytes per row the index itself holds in RAM (vectors or codes, links, list ids, amortised centroids)."""
 
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether the index holds every stored row as float32, so :meth:`score_rows` can read them in place."""
+
+    def score_rows(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact scores float32 ``[nq, m]`` of prepared queries against stored ``rows`` (int64 ``[m]``), read in
+        place (only when :attr:`keeps_rows`)."""
+
 
 VectorSource = Callable[[], np.ndarray]
 """Returns the collection's stored vectors, float32 ``[n, d]`` (a read-only memory map, prepared rows), for an
 index that rescores candidates with full-precision vectors (e.g. a compressed index); ``n`` grows with adds."""
+
+
+SPLIT_ROWS = 4096  # in-place scoring splits one query's rows across threads from 2 * SPLIT_ROWS rows up
+
+
+def score_parts(nq: int, m: int) -> int:
+    """How many label lists :meth:`VectorIndex.score_rows` hands faiss per query: enough to give each of faiss's
+    OpenMP threads work when the call has fewer queries than threads, each list at least :data:`SPLIT_ROWS`."""
+    return max(1, min(faiss.omp_get_max_threads() // max(nq, 1), m // SPLIT_ROWS))
 
 
 def faiss_metric(metric: str) -> int:
@@ -125,6 +142,35 @@ class _FaissIndex:
     def ram_bytes_per_vector(self) -> float:
         return 4.0 * self.index.d  # IndexFlat: one float32 row each
 
+    def _flat_rows(self):
+        """The ``faiss.IndexFlat`` holding every row as float32, or ``None``."""
+        return self.index if isinstance(self.index, faiss.IndexFlat) else None
+
+    @property
+    def keeps_rows(self) -> bool:
+        return self._flat_rows() is not None
+
+    def score_rows(self, queries, rows):
+        flat = self._flat_rows()
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        nq, m = len(queries), len(rows)
+        parts = score_parts(nq, m)
+        width = -(-m // parts) if m else 0
+        # faiss scores each query against its own label list, in parallel over the lists (OpenMP), without
+        # copying the rows out; a call with fewer queries than threads hands each query's rows over as `parts`
+        # lists (one query, 11k of 117k rows, 384-d, 2 cores: 0.54 ms, 0.82 ms as one list, 3.0 ms to gather
+        # them and call faiss.knn)
+        padded = np.concatenate([rows, np.full(parts * width - m, rows[-1] if m else 0, dtype=np.int64)])
+        labels = np.ascontiguousarray(np.broadcast_to(padded.reshape(parts, width), (nq, parts, width)))
+        x = np.ascontiguousarray(np.repeat(queries, parts, axis=0)) if parts > 1 else queries
+        out = np.empty((nq * parts, width), dtype=np.float32)
+        if out.size:
+            flat.compute_distance_subset(nq * parts, faiss.swig_ptr(x), width, faiss.swig_ptr(out),
+                                         faiss.swig_ptr(labels))
+        out = out.reshape(nq, parts * width)[:, :m]
+        return -out if self.metric == "l2" else out
+
     def search(self, queries, k, *, allowed=None, ef=None):
         params = self._params(allowed, ef, k)
         d, i = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
@@ -191,6 +237,12 @@ class HNSWIndex(_FaissIndex):
     def _params(self, allowed, ef, k):
         return faiss.SearchParametersHNSW(efSearch=max(int(ef or self.default_ef), k),
                                           sel=allowed.selector if allowed is not None else None)
+
+    def _flat_rows(self):
+        if "_storage" not in self.__dict__:  # the graph's storage never changes: looked up once
+            storage = faiss.downcast_index(self.index.storage)
+            self._storage = storage if isinstance(storage, faiss.IndexFlat) else None
+        return self._storage
 
     def ram_bytes_per_vector(self) -> float:
         hnsw, n = self.index.hnsw, max(self.ntotal, 1)  # float32 rows + int32 links, levels + int64 offsets

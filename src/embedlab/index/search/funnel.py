@@ -119,6 +119,8 @@ class FunnelIndex:
         """The first stage's bytes per row (prefix rows, links); the full rows are memory-mapped, as with codecs."""
         return self.inner.ram_bytes_per_vector()
 
+    keeps_rows = False  # the first stage holds prefixes, not the stored rows: exact scoring gathers them from the vectors file
+
     @property
     def worth_writing(self) -> bool:
         return self.inner.worth_writing

@@ -4,9 +4,12 @@ The filter is evaluated to an exact bitmap first (see :mod:`embedlab.index.colle
 knows ``m`` = the number of allowed rows out of ``n``, and ``s = m / n``. Strategies:
 
 - ``ann``: no filter and no deletes, the index alone.
-- ``exact``: gather the ``m`` allowed vectors once per call and score every query against them with one
-  matrix product (BLAS); exact by construction. Cost per query ``m * (1 + GATHER_COST / nq)`` in units of
-  one BLAS dot product (the gather is shared by the ``nq`` queries of the call).
+- ``exact``: score every query against the ``m`` allowed rows; exact by construction. A call of at most
+  ``IN_PLACE_MAX_NQ`` queries against at least ``IN_PLACE_MIN_ROWS`` rows scores them where the index keeps them
+  (no copy, split across threads for one query), at ``IN_PLACE_ROW_COST`` (``IN_PLACE_SPLIT_ROW_COST`` split)
+  per row and query; otherwise the call gathers the rows once and scores them with one matrix product (BLAS), at
+  ``m * (1 + GATHER_COST / nq)`` per query, in units of one BLAS dot product (the gather is shared by the
+  ``nq`` queries of the call).
 - ``filtered_ann``: the graph (or IVF lists) searched with a faiss ``IDSelectorBitmap``. A walk with a selector
   keeps only allowed nodes as results, so its recall falls as ``s`` drops (cf. ACORN, Patel et al. 2024,
   Sec. 3, on predicate-agnostic filtered HNSW); efSearch is raised to ``ef * (RAISE_BELOW / s) ** RAISE_POWER``
@@ -34,15 +37,20 @@ import numpy as np
 
 from embedlab.index.collection.base import pad_hits
 from embedlab.index.collection.payload import Allowed
-from embedlab.index.search.faiss_backends import VectorIndex, faiss_metric
+from embedlab.index.search.faiss_backends import VectorIndex, faiss_metric, score_parts
 from embedlab.selector import BitmapSelector
-from embedlab.topk import topk_blocks
+from embedlab.topk import topk, topk_blocks
 
 GRAPH_COST_PER_EF = 180.0  # HNSW selector walk, per query and unit of efSearch, in BLAS dot products (measured)
 IVF_ROW_COST = 3.0  # scanning one IVF list entry (unbatched), in BLAS dot products
 GATHER_COST = 12.0  # copying one allowed row out of the vectors file, in BLAS dot products (a call's fixed share:
 # one query per call pays ~13x the per-row cost of a batched product; measured 2.8 ms for 11k rows vs 0.93 ms for an
 # efSearch-264 selector walk on 2 cores, 117k x 384)
+IN_PLACE_MAX_NQ = 4  # calls of at most this many queries score allowed rows in place (faiss compute_distance_subset)
+IN_PLACE_MIN_ROWS = 1024  # ... when at least this many rows are allowed (below, gathering them costs less)
+IN_PLACE_ROW_COST = 3.3  # ... per row and query, one list per query (measured: 11k rows in 0.82 ms, 1.2k in 0.09 ms,
+# one 384-d query) ...
+IN_PLACE_SPLIT_ROW_COST = 2.2  # ... and split across 2 threads (score_parts > 1; measured: the 11k rows in 0.54 ms)
 RAISE_BELOW = 0.5  # efSearch is raised for selectivities below this ...
 RAISE_POWER = 0.85  # ... to ef * (RAISE_BELOW / s) ** RAISE_POWER
 POST_FILTER_MIN = 0.05  # graph: post-filtering is weighed from this selectivity up (below, 2k/s candidates are many)
@@ -96,7 +104,11 @@ def plan(index: VectorIndex, k: int, total: int, allowed: int | None, ef: int | 
         graph_cost = IVF_ROW_COST * total * min(ef_s, nlist) / nlist if nlist else math.inf  # rows scanned
     else:
         graph_cost = ef_s * per_ef
-    costs = {"exact": m * (1 + GATHER_COST / max(nq, 1)), "filtered_ann": graph_cost}
+    if _in_place(index, nq, m):
+        exact_cost = m * (IN_PLACE_SPLIT_ROW_COST if score_parts(nq, m) > 1 else IN_PLACE_ROW_COST)
+    else:
+        exact_cost = m * (1 + GATHER_COST / max(nq, 1))
+    costs = {"exact": exact_cost, "filtered_ann": graph_cost}
     if index.kind == "hnsw" and s >= POST_FILTER_MIN and cand <= MAX_EF:
         costs["post_filter"] = max(base_ef, cand) * per_ef * POST_PENALTY  # a walk costs the same per unit of ef
     best = min(costs, key=costs.get)
@@ -116,7 +128,7 @@ def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarra
     extra = {} if oversample is None else {"oversample": oversample}
     if p.strategy == "exact":
         rows = allowed.rows if allowed is not None else np.arange(len(vectors))
-        scores, out = exact_rows(queries, vectors, rows, k, metric)
+        scores, out = exact_rows(queries, vectors, rows, k, metric, index)
         return scores, out, [p.strategy] * nq
     selection = (BitmapSelector(allowed.mask) if allowed is not None and p.strategy in ("filtered_ann", "flat_scan")
                  else None)
@@ -132,7 +144,7 @@ def execute(p: Plan, index: VectorIndex, vectors: np.ndarray, queries: np.ndarra
     short = np.flatnonzero((out >= 0).sum(1) < need)
     if len(short):  # contract: k hits whenever k rows pass
         rows = allowed.rows if allowed is not None else np.arange(len(vectors))
-        scores[short], out[short] = exact_rows(queries[short], vectors, rows, k, metric)
+        scores[short], out[short] = exact_rows(queries[short], vectors, rows, k, metric, index)
         for i in short:
             strategy[i] = p.strategy + "+exact"
     return scores, out, strategy
@@ -151,21 +163,36 @@ def _first_k(scores: np.ndarray, rows: np.ndarray, ok: np.ndarray, k: int) -> tu
     return out_s, out_r
 
 
-def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` among ``vectors[rows]``: gathered in chunks of :data:`GATHER_ROWS` and scored by
-    ``faiss.knn`` (blocked BLAS with a fused top-k: 1.4-2x faster than a numpy product plus ``argpartition`` on
-    2 cores); ``queries`` are prepared (unit rows for cosine). Returns stored rows, best first, ``-inf`` / ``-1``
-    padded. Scores: inner product, or minus squared L2."""
+def _in_place(index: VectorIndex | None, nq: int, m: int) -> bool:
+    """Whether exact scoring of ``nq`` queries against ``m`` rows reads the rows where ``index`` keeps them."""
+    return index is not None and nq <= IN_PLACE_MAX_NQ and m >= IN_PLACE_MIN_ROWS and index.keeps_rows
+
+
+def exact_rows(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, metric: str,
+               index: VectorIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` among ``vectors[rows]``; ``queries`` are prepared (unit rows for cosine). At most
+    :data:`IN_PLACE_MAX_NQ` queries against at least :data:`IN_PLACE_MIN_ROWS` rows that an ``index`` holds as
+    float32 are scored in place
+    (:meth:`~embedlab.index.search.faiss_backends.VectorIndex.score_rows`, no copy) and ranked by :func:`topk`;
+    otherwise the rows are gathered in chunks of :data:`GATHER_ROWS` and scored by ``faiss.knn`` (blocked BLAS
+    with a fused top-k: 1.4-2x faster than a numpy product plus ``argpartition`` on 2 cores). Returns stored
+    rows, best first, ``-inf`` / ``-1`` padded. Scores: inner product, or minus squared L2."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    in_place = _in_place(index, len(queries), len(rows)) and index.ntotal == len(vectors)
 
     def chunks():
         for start in range(0, len(rows), GATHER_ROWS):
             chunk = rows[start : start + GATHER_ROWS]
-            sub = np.ascontiguousarray(vectors[chunk], dtype=np.float32)
-            s, pos = faiss.knn(queries, sub, min(k, len(chunk)), metric=faiss_metric(metric))
-            yield (-s if metric == "l2" else s), np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
+            if in_place:  # ranked by topk; rows ascending, so a tie goes to the lower row
+                s, pos = topk(index.score_rows(queries, chunk), k)
+            else:
+                sub = np.ascontiguousarray(vectors[chunk], dtype=np.float32)
+                s, pos = faiss.knn(queries, sub, min(k, len(chunk)), metric=faiss_metric(metric))
+                s = -s if metric == "l2" else s
+            yield s, np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)
 
-    if 0 < len(rows) <= GATHER_ROWS:  # one chunk: faiss already ranked it (saves ~0.1 ms of merging per call)
+    if 0 < len(rows) <= GATHER_ROWS:  # one chunk: already ranked (saves ~0.1 ms of merging per call)
         s, found = next(chunks())
         if s.shape[1] == k:
             return s.astype(np.float32, copy=False), found.astype(np.int64, copy=False)
