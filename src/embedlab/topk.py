@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import faiss
 import numpy as np
 
 SORT_BELOW = 512  # rows of at most this many entries are sorted whole instead of partitioned first
@@ -35,13 +36,20 @@ def topk(scores: np.ndarray, k: int, positions: np.ndarray | None = None) -> tup
         scores = np.where(invalid, -np.inf, scores)
         positions = np.where(invalid, np.iinfo(np.int64).max, positions)
     if kk < n and n > SORT_BELOW:
-        # partition at the (k+1)-th best: the first k are the top k (a tie across the cut is broken arbitrarily),
-        # and a row whose (k+1)-th score equals its k-th has such a tie, so it is redone with a full sort
-        part = np.argpartition(-scores, kk, axis=1)
-        top_s = np.take_along_axis(scores, part[:, :kk], 1)
-        top_p = part[:, :kk] if positions is None else np.take_along_axis(positions, part[:, :kk], 1)
-        after = np.take_along_axis(scores, part[:, kk : kk + 1], 1)[:, 0]
-        for row in np.flatnonzero(top_s.min(1) == after):
+        # the best kk + 1 of each row: the first kk are the top kk (a tie across the cut is broken arbitrarily), and
+        # a row whose (kk+1)-th score equals its kk-th has such a tie, so it is redone with a full sort
+        if scores.dtype == np.float32:  # faiss's heap, in C++ (11k scores: 0.012 ms; argpartition: 0.11 ms)
+            best_s, cols = faiss.kmax(scores, kk + 1)
+            top_s, after = best_s[:, :kk], best_s[:, kk]
+            redo = (cols[:, kk] < 0) | (top_s.min(1) == after)  # < kk + 1 real scores enter the heap: sorted too
+            cols = cols[:, :kk]
+        else:
+            part = np.argpartition(-scores, kk, axis=1)
+            cols = part[:, :kk]
+            top_s = np.take_along_axis(scores, cols, 1)
+            redo = top_s.min(1) == np.take_along_axis(scores, part[:, kk : kk + 1], 1)[:, 0]
+        top_p = cols if positions is None else np.take_along_axis(positions, cols, 1)
+        for row in np.flatnonzero(redo):
             pos = np.arange(n) if positions is None else positions[row]
             order = np.lexsort((pos, -scores[row]))[:kk]
             top_s[row], top_p[row] = scores[row, order], pos[order]

@@ -21,9 +21,11 @@ def _reference(scores, positions, k):
 
 @pytest.mark.parametrize("n", [12, SORT_BELOW + 88])  # the whole-sort path and the partition path
 @pytest.mark.parametrize("k", [1, 3, 7, 20])
-def test_topk_matches_a_sorted_reference_with_ties_and_padding(k, n):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # faiss's heap, numpy's argpartition
+@pytest.mark.parametrize("levels", [4, 1 << 20])  # many ties, few
+def test_topk_matches_a_sorted_reference_with_ties_and_padding(k, n, dtype, levels):
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 4, size=(50, n)).astype(np.float32)  # many ties
+    scores = rng.integers(0, levels, size=(50, n)).astype(dtype)
     positions = rng.permutation(np.arange(50 * n)).reshape(50, n)
     positions[rng.random((50, n)) < 0.1] = -1
     scores[rng.random((50, n)) < 0.1] = -np.inf
@@ -42,6 +44,12 @@ def test_topk_default_positions_break_ties_by_lower_column():
 def test_topk_nan_is_padding():
     s, p = topk(np.array([[np.nan, 1.0]]), 2)
     assert p.tolist() == [[1, -1]] and s[0, 1] == -np.inf
+    wide = np.full((2, SORT_BELOW + 5), np.nan, dtype=np.float32)  # the heap path: NaN never enters it
+    wide[0, [3, 7]] = [0.5, -np.finfo(np.float32).max]
+    wide[1, :] = -np.inf
+    s, p = topk(wide, 3)
+    assert p.tolist() == [[3, 7, -1], [-1, -1, -1]] and s[0, 1] == -np.finfo(np.float32).max
+    assert np.isneginf(s[0, 2]) and np.isneginf(s[1]).all()
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
