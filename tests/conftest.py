@@ -42,6 +42,14 @@ def encoder():
 
 
 @pytest.fixture(scope="session")
+def cross_encoder():
+    """The default model's weights with a seeded classification head, as a CrossEncoder (loaded once)."""
+    from embedlab.models import CrossEncoder
+
+    return CrossEncoder.load(None, max_length=128)
+
+
+@pytest.fixture(scope="session")
 def reference(encoder):
     """The default model loaded by sentence-transformers: the reference our vectors are compared with."""
     from sentence_transformers import SentenceTransformer

@@ -16,8 +16,8 @@ PAIRS = [("a cat", "a small domesticated feline"), ("a cat", "the stock market f
 
 
 @pytest.fixture(scope="module")
-def default_ce():
-    return CrossEncoder.load(None, max_length=128)
+def default_ce(cross_encoder):
+    return cross_encoder
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,13 @@ MODEL = "all-MiniLM-L6-v2"
 @pytest.fixture
 def make_app(encoder, tmp_path):
     """``make_app(**settings)`` -> a FastAPI app on a fresh data folder (or ``data=``), serving the session's encoder
-    (or ``encoder=``) as the default model."""
+    (or ``encoder=``) as the default model, and the loaded ``reranker_models`` (name -> CrossEncoder) named in
+    ``rerankers=``."""
     apps = []
 
-    def make(encoder=encoder, **options):
+    def make(encoder=encoder, reranker_models=None, **options):
         options.setdefault("data", tmp_path / "data")
-        app = create_app(Settings(**options), encoders={MODEL: encoder})
+        app = create_app(Settings(**options), encoders={MODEL: encoder}, rerankers=reranker_models)
         apps.append(app)
         return app
 

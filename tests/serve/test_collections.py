@@ -222,3 +222,46 @@ def test_hybrid_search_over_http_matches_the_library(client, encoder, tmp_path):
     client.post("/v1/collections", json={"name": "plain", "dim": encoder.dim, "index": "flat"})
     r = client.post("/v1/collections/plain/search", json={"queries": ["x"], "mode": "sparse"})
     assert r.status_code == 400 and "text_index=True" in r.json()["error"]["message"]
+
+
+def test_reranked_search_over_http_matches_the_library(make_app, encoder, cross_encoder):
+    """A served cross-encoder named in rerank: the same hits and scores as Collection.search(rerank=) on the same
+    folder, from texts or from vectors beside their texts; clear 4xx for what it cannot do."""
+    from fastapi.testclient import TestClient
+
+    from embedlab.index import Collection
+    from embedlab.serve import ModelSpec
+
+    texts = ["a red apple on the table", "green banana bread", "the apple tree grows", "quantum field theory",
+             "bread and butter", "a theory of everything"]
+    app = make_app(rerankers={"ce": ModelSpec()}, max_rerank_pairs=12, reranker_models={"ce": cross_encoder})
+    with TestClient(app) as c:
+        assert c.post("/v1/collections", json={"name": "r", "dim": encoder.dim, "index": "flat"}).status_code == 201
+        assert c.post("/v1/collections/r/documents", json={"ids": list(range(6)), "texts": texts}).status_code == 200
+        cards = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
+        assert cards["ce"]["task"] == "rerank" and cards["all-MiniLM-L6-v2"]["task"] == "embed"
+        query = "apple theory"
+        by_text = search(c, "r", queries=[query], k=3, rerank="ce", rerank_candidates=6)[0]
+        q = encoder.encode([query], prompt_name="query") if "query" in (encoder.prompts or {}) else encoder.encode([query])
+        by_vector = search(c, "r", queries=[query], vectors=q.tolist(), k=3, rerank="ce", rerank_candidates=6)[0]
+        with Collection.open(app.state.server.store.root / "r", readonly=True, encoder=encoder) as col:
+            lib = col.search([query], 3, rerank=cross_encoder, rerank_candidates=6)
+        want = [i for i in lib.ids[0] if i is not None]
+        assert by_text["strategy"] == lib.strategy[0] and by_text["strategy"].endswith("+rerank(CrossEncoder)")
+        for got in (by_text, by_vector):
+            assert [h["id"] for h in got["hits"]] == want
+            np.testing.assert_allclose([h["score"] for h in got["hits"]], lib.scores[0][: len(want)], rtol=1e-5)
+        plain = search(c, "r", queries=[query], k=3)[0]
+        assert not plain["strategy"].endswith("+rerank(CrossEncoder)")
+
+        def error(body, status):
+            r = c.post("/v1/collections/r/search", json=body)
+            assert r.status_code == status, r.text
+            return r.json()["error"]["message"]
+
+        assert "served rerankers (['ce'])" in error({"queries": [query], "rerank": "nope"}, 404)
+        assert "needs the query texts" in error({"vectors": q.tolist(), "rerank": "ce"}, 400)
+        assert "at most 12 (query, candidate) pairs" in error({"queries": [query] * 2, "rerank": "ce",
+                                                               "rerank_candidates": 7}, 413)
+        assert error({"queries": [query], "rerank": "ce", "rerank_candidates": 0}, 422)
+        assert c.get("/v1/collections/r").json()["count"] == 6

@@ -19,6 +19,10 @@ def serve_cmd(
     model: list[str] = typer.Option([], "--model", help="NAME=PATH[,backend=onnx][,precision=int8], repeatable; PATH "
                                     "'default' is the bundled all-MiniLM-L6-v2. The first is the default model. "
                                     "Default: all-MiniLM-L6-v2=default."),
+    reranker: list[str] = typer.Option([], "--reranker", help="NAME=PATH[,backend=onnx], repeatable: a cross-encoder "
+                                       "folder (a sentence-transformers or embedlab CrossEncoder) that searches may name in rerank."),
+    max_rerank_pairs: int = typer.Option(4096, "--max-rerank-pairs", min=1, help="(Query, candidate) pairs a "
+                                         "reranked search may score (then 413)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs API keys)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to bind."),
     api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="JSON keys file ({\"keys\": [{\"key\", "
@@ -43,11 +47,14 @@ def serve_cmd(
     models = dict(ModelSpec.parse(m) for m in model) if model else {"all-MiniLM-L6-v2": ModelSpec()}
     if len(models) != len(model or [None]):
         raise InvalidInputError(f"{_OWNER}: --model names must be distinct, got {[m.split('=')[0] for m in model]}.")
+    rerankers = dict(ModelSpec.parse(r, "--reranker") for r in reranker)
+    if len(rerankers) != len(reranker):
+        raise InvalidInputError(f"{_OWNER}: --reranker names must be distinct, got {[r.split('=')[0] for r in reranker]}.")
     keys = load_keys(api_keys)
     if not keys and host not in LOOPBACK:
         raise InvalidInputError(f"{_OWNER}: --host must be a loopback address without API keys, got {host!r}. Pass "
                                 "--api-keys FILE (or set $EMBEDLAB_API_KEYS), or bind to 127.0.0.1.")
-    settings = Settings(data=data, models=models, keys=keys, truncate=truncate, batching=batching,
+    settings = Settings(data=data, models=models, rerankers=rerankers, max_rerank_pairs=max_rerank_pairs, keys=keys, truncate=truncate, batching=batching,
                         batch_tokens=batch_tokens, batch_wait_ms=batch_wait_ms, max_queue_tokens=max_queue_tokens,
                         max_inputs=max_inputs, max_in_flight=max_in_flight, max_body_bytes=int(max_body_mb * 2**20),
                         timeout_s=timeout, threads=threads)
@@ -64,8 +71,9 @@ def serve_cmd(
         log.info("%d API key(s) configured", len(keys))
     else:
         log.warning("no API keys configured: serving on loopback (%s) only, without authentication", host)
-    log.info("models: %s; collections: %s", ", ".join(f"{n} ({s.backend}/{s.precision})" for n, s in models.items()),
-             app.state.server.store.names())
+    log.info("models: %s; rerankers: %s; collections: %s",
+             ", ".join(f"{n} ({s.backend}/{s.precision})" for n, s in models.items()),
+             ", ".join(f"{n} ({s.backend})" for n, s in rerankers.items()) or "none", app.state.server.store.names())
     import gc
 
     gc.collect()

@@ -13,7 +13,7 @@ from embedlab import __version__
 from embedlab.serve.context import Server
 from embedlab.serve import errors
 from embedlab.serve.metrics import Metrics, MetricsMiddleware
-from embedlab.serve.models import ServedModel, load_encoder
+from embedlab.serve.models import ServedModel, ServedReranker, load_encoder, load_reranker
 from embedlab.serve.routes import collections, embeddings, health
 from embedlab.serve.settings import Settings
 from embedlab.serve.store import Store
@@ -87,9 +87,11 @@ class InFlightLimit:
             self.active -= 1
 
 
-def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = None) -> FastAPI:
-    """The app serving ``settings``. ``encoders`` (served name -> loaded ``Encoder``) skips loading those models
-    (tests share one per session); the others are loaded here, before the app answers. (``embedlab serve`` also
+def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = None,
+               rerankers: Mapping[str, object] | None = None) -> FastAPI:
+    """The app serving ``settings``. ``encoders`` (served name -> loaded ``Encoder``) and ``rerankers`` (served name
+    -> loaded ``CrossEncoder``) skip loading those models (tests share one per session); the others are loaded here,
+    before the app answers. (``embedlab serve`` also
     freezes the garbage collector's view of the loaded models before serving: without that, full collections
     over the models' objects took the p99 latency under load from ~100 ms to ~260 ms.)"""
     metrics = Metrics()
@@ -97,7 +99,10 @@ def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = No
     models = {name: ServedModel(name, spec, encoders.get(name) or load_encoder(spec, settings.threads), settings,
                                 metrics)
               for name, spec in settings.models.items()}
-    srv = Server(settings, metrics, models, Store(settings.data, models))
+    loaded = dict(rerankers or {})
+    served_rerankers = {name: ServedReranker(name, spec, loaded.get(name) or load_reranker(spec, settings.threads))
+                        for name, spec in settings.rerankers.items()}
+    srv = Server(settings, metrics, models, Store(settings.data, models), served_rerankers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -13,15 +13,17 @@ from embedlab.serve.auth import ApiKey, find_key
 from embedlab.serve.batching import Overloaded
 from embedlab.serve.errors import ApiError, not_found
 from embedlab.serve.metrics import Metrics
-from embedlab.serve.models import ServedModel
+from embedlab.serve.models import ServedModel, ServedReranker
 from embedlab.serve.settings import Settings
 from embedlab.serve.store import Store
 
 class Server:
-    """The state of one app (``app.state.server``): settings, metrics, models, collections."""
+    """The state of one app (``app.state.server``): settings, metrics, models, rerankers, collections."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, models: dict[str, ServedModel], store: Store) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, models: dict[str, ServedModel], store: Store,
+                 rerankers: dict[str, ServedReranker] | None = None) -> None:
         self.settings, self.metrics, self.models, self.store = settings, metrics, models, store
+        self.rerankers = rerankers or {}
         self.ready = True
 
     def model(self, name: str | None, param: str = "model") -> ServedModel:
@@ -32,6 +34,13 @@ class Server:
                             "GET /v1/models lists them.", param)
         return self.models[name]
 
+    def reranker(self, name: str, param: str = "rerank") -> ServedReranker:
+        if name not in self.rerankers:
+            served = sorted(self.rerankers) or "none: start the server with --reranker NAME=PATH"
+            raise not_found(f"rerank must name one of the served rerankers ({served}), got {name!r}. GET /v1/models "
+                            "lists them (task rerank).", param)
+        return self.rerankers[name]
+
     def check_count(self, n: int, what: str) -> None:
         if n > self.settings.max_inputs:
             self.metrics.rejected.labels("inputs").inc()
@@ -40,7 +49,7 @@ class Server:
 
     def close(self) -> None:
         self.ready = False
-        for model in self.models.values():
+        for model in [*self.models.values(), *self.rerankers.values()]:
             model.close()
         self.store.close()
 

@@ -1,5 +1,6 @@
 """The served models: an :class:`~embedlab.models.Encoder` each, its worker thread, token counting and the
-dynamic batchers (one per prompt the model defines, sharing the worker thread)."""
+dynamic batchers (one per prompt the model defines, sharing the worker thread); and the served rerankers, a
+:class:`~embedlab.models.CrossEncoder` each with its own worker thread."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ def load_encoder(spec: ModelSpec, threads: int | None = None):
     from embedlab.models import Encoder
 
     return Encoder.load(spec.path, backend=spec.backend, precision=spec.precision, threads=threads)
+
+
+def load_reranker(spec: ModelSpec, threads: int | None = None):
+    from embedlab.models import CrossEncoder
+
+    return CrossEncoder.load(spec.path, backend=spec.backend, threads=threads)
+
+
+class ServedReranker:
+    """``name``, ``spec`` and ``model`` (a cross-encoder) of one served reranker; :meth:`call` runs a reranked search
+    on its worker thread, one at a time (the model's forward pass uses every thread it is given)."""
+
+    def __init__(self, name: str, spec: ModelSpec, model) -> None:
+        self.name, self.spec, self.model = name, spec, model
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embedlab-rerank-{name}")
+
+    def card(self) -> dict:
+        return {"id": self.name, "object": "model", "owned_by": "embedlab", "task": "rerank", "dim": 1,
+                "max_tokens": int(self.model.max_length), "backend": self.spec.backend, "precision": "fp32"}
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ServedModel:
@@ -42,7 +68,7 @@ class ServedModel:
         return None if self.encoder.source is None else str(self.encoder.source)
 
     def card(self) -> dict:
-        return {"id": self.name, "object": "model", "owned_by": "embedlab", "dim": self.encoder.dim,
+        return {"id": self.name, "object": "model", "owned_by": "embedlab", "task": "embed", "dim": self.encoder.dim,
                 "max_tokens": self.max_tokens, "backend": self.spec.backend, "precision": self.spec.precision}
 
     def count_tokens(self, texts: list[str]) -> list[int]:

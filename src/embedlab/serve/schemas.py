@@ -49,7 +49,9 @@ class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     owned_by: str = "embedlab"
-    dim: int
+    task: Literal["embed", "rerank"] = Field(description="embed: an encoder (POST /v1/embeddings, collections); "
+                                                         "rerank: a cross-encoder a search names in rerank")
+    dim: int = Field(description="the vector width (1 for a reranker: one score per pair)")
     max_tokens: int
     backend: str
     precision: str
@@ -132,6 +134,10 @@ class SearchRequest(Request):
                              "need a collection created with text_index and the query texts in queries")
     fusion: Literal["rrf", "weighted", "dbsf"] = "rrf"
     weights: list[float] | None = Field(None, max_length=8, description="hybrid: (dense, sparse) weights")
+    rerank: str | None = Field(None, max_length=128, description="a served reranker (GET /v1/models, task rerank) "
+                                                                 "that re-orders the first rerank_candidates hits of "
+                                                                 "each query by (query text, stored text)")
+    rerank_candidates: int = Field(100, ge=1, le=1000, description="hits per query the reranker scores")
 
 
 class Hit(BaseModel):

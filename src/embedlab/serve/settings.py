@@ -28,18 +28,19 @@ class ModelSpec:
     precision: str = "fp32"
 
     @classmethod
-    def parse(cls, text: str) -> tuple[str, "ModelSpec"]:
-        """``"name=PATH[,backend=onnx][,precision=int8]"`` -> ``(name, spec)``; ``PATH`` may be ``default``."""
+    def parse(cls, text: str, option: str = "--model") -> tuple[str, "ModelSpec"]:
+        """``"name=PATH[,backend=onnx][,precision=int8]"`` -> ``(name, spec)``; ``PATH`` may be ``default``;
+        ``option`` names the command-line option in errors."""
         name, sep, rest = text.partition("=")
         if not sep or not name or not rest:
-            raise InvalidInputError(f"serve: --model must be NAME=PATH[,backend=B][,precision=P], got {text!r}. "
-                                    "Example: --model minilm=default,backend=onnx,precision=int8")
+            raise InvalidInputError(f"serve: {option} must be NAME=PATH[,backend=B][,precision=P], got {text!r}. "
+                                    f"Example: {option} minilm=default,backend=onnx")
         path, *options = rest.split(",")
         values = {}
         for option in options:
             key, sep, value = option.partition("=")
             if not sep or key not in ("backend", "precision"):
-                raise InvalidInputError(f"serve: --model options must be backend=... or precision=..., got "
+                raise InvalidInputError(f"serve: {option} options must be backend=... or precision=..., got "
                                         f"{option!r} in {text!r}.")
             values[key] = value
         spec = cls(None if path == "default" else path, **values)
@@ -53,12 +54,14 @@ class Settings:
     """Everything :func:`~embedlab.serve.create_app` needs.
 
     ``data``: the folder holding one sub-folder per collection; ``models``: served name -> :class:`ModelSpec`
-    (the first is the default model: it encodes texts when a request names none); ``keys``: API keys from
+    (the first is the default model: it encodes texts when a request names none); ``rerankers``: served name ->
+    :class:`ModelSpec` of a cross-encoder folder (``fp32``) that a search may name in ``rerank``; ``keys``: API keys from
     :func:`~embedlab.serve.auth.load_keys` (empty: no auth, loopback only).
 
     Limits: ``max_in_flight`` requests at once (then 503 with ``Retry-After``), ``max_body_bytes`` per request body
     (413), ``max_inputs`` texts / ids / queries per request (413),
-    ``max_request_tokens`` tokens per embedding request (413); ``truncate``: ``"end"`` cuts texts longer than the
+    ``max_request_tokens`` tokens per embedding request (413), ``max_rerank_pairs`` (query, candidate) pairs a
+    reranked search may score (queries x ``rerank_candidates``; 413); ``truncate``: ``"end"`` cuts texts longer than the
     model's limit and reports them in the response, ``"error"`` answers 400.
 
     Dynamic batching: requests queue per model and are gathered into micro-batches of at most ``batch_tokens``
@@ -69,11 +72,13 @@ class Settings:
 
     data: Path
     models: dict[str, ModelSpec] = field(default_factory=lambda: {"all-MiniLM-L6-v2": ModelSpec()})
+    rerankers: dict[str, ModelSpec] = field(default_factory=dict)
     keys: tuple = ()
     max_in_flight: int = 512
     max_body_bytes: int = 8 * 2**20
     max_inputs: int = 2048
     max_request_tokens: int = 131_072
+    max_rerank_pairs: int = 4096
     truncate: str = "end"
     batching: bool = True
     batch_tokens: int = 4096
@@ -88,9 +93,13 @@ class Settings:
         if not self.models:
             raise InvalidInputError(f"{owner}: models must name at least one model, got none. Use --model NAME=PATH.")
         check_choice(self.truncate, TRUNCATE, owner, "truncate")
-        for name in ("max_in_flight", "max_body_bytes", "max_inputs", "max_request_tokens", "batch_tokens",
-                     "max_queue_tokens"):
+        for name in ("max_in_flight", "max_body_bytes", "max_inputs", "max_request_tokens", "max_rerank_pairs",
+                     "batch_tokens", "max_queue_tokens"):
             check_int(getattr(self, name), owner, name)
+        for name, spec in self.rerankers.items():
+            if spec.precision != "fp32":
+                raise InvalidInputError(f"{owner}: reranker {name!r} must run in fp32 (a cross-encoder has no int8 "
+                                        f"build), got precision={spec.precision!r}. Drop precision=.")
         if not (self.batch_wait_ms >= 0 and self.timeout_s > 0):
             raise InvalidInputError(f"{owner}: batch_wait_ms must be >= 0 and timeout_s > 0, got "
                                     f"{self.batch_wait_ms} and {self.timeout_s}.")

@@ -146,27 +146,33 @@ def _matrix(rows: list[list[float]], param: str) -> np.ndarray:
 async def search(body: SearchRequest, request: Request, name: str = NamePath, srv: Server = Depends(server)) -> dict:
     col = srv.store.get(name)
     both = body.queries is not None and body.vectors is not None
-    if (body.queries is None and body.vectors is None) or (both and body.mode == "dense"):
+    if (body.queries is None and body.vectors is None) or (both and body.mode == "dense" and body.rerank is None):
         raise InvalidInputError("search must carry exactly one of queries (texts) or vectors (or, for mode sparse / "
-                                f"hybrid, vectors with their texts in queries), got {'both' if both else 'neither'}.")
+                                "hybrid or with rerank, vectors with their texts in queries), got "
+                                f"{'both' if both else 'neither'}.")
     n = len(body.queries if body.queries is not None else body.vectors)
     srv.check_count(n, "queries" if body.queries is not None else "vectors")
     options = dict(k=body.k, filter=body.filter, offset=body.offset, min_score=body.min_score, ef=body.ef,
                    include=("text", "metadata"), oversample=body.oversample, mode=body.mode, fusion=body.fusion,
                    weights=body.weights)
+    reranker = None if body.rerank is None else _reranker(srv, col, body, n)
+    if reranker is not None:
+        options.update(rerank=reranker.model, rerank_candidates=body.rerank_candidates)
+    # a reranked search runs on its reranker's thread (one forward pass at a time), any other in the thread pool
+    run = reranker.call if reranker is not None else run_in_threadpool
     if body.vectors is not None:
         queries = _matrix(body.vectors, "vectors")
-        work = run_in_threadpool(lambda: col.search(queries, query_texts=body.queries, **options))
+        work = run(lambda: col.search(queries, query_texts=body.queries, **options))
     elif body.mode == "sparse":  # BM25 alone: nothing to encode
-        work = run_in_threadpool(lambda: col.search(body.queries, **options))
+        work = run(lambda: col.search(body.queries, **options))
     elif col.multivector:  # the layer encodes the queries' token vectors, on the model's thread
         model = _text_model(srv, col, name, "queries")
         work = model.call(lambda: col.search(body.queries, **options))
     else:
         model = _text_model(srv, col, name, "queries")
         queries, _, _ = await embed_texts(request, srv, model, body.queries, prompt="query", what="queries")
-        texts = body.queries if body.mode == "hybrid" else None
-        work = run_in_threadpool(lambda: col.search(queries, query_texts=texts, **options))
+        texts = body.queries if body.mode == "hybrid" or reranker is not None else None
+        work = run(lambda: col.search(queries, query_texts=texts, **options))
     hits = await awaiting(request, work, what="the search")
     results = []
     for i in range(len(hits)):
@@ -175,6 +181,24 @@ async def search(body: SearchRequest, request: Request, name: str = NamePath, sr
                         "hits": [{"id": _plain(h), "score": s, "text": p.get("text"), "metadata": p.get("metadata")}
                                  for h, s, p in zip(one.ids.tolist(), one.scores.tolist(), one.payload)]})
     return {"results": results}
+
+
+def _reranker(srv: Server, col: Collection, body: SearchRequest, n: int):
+    """The served reranker ``body.rerank`` names, once the request may use it."""
+    reranker = srv.reranker(body.rerank)
+    if body.queries is None:
+        raise InvalidInputError("rerank scores (query text, stored text) pairs, so it needs the query texts in "
+                                "queries, got vectors only. Send queries (beside vectors, if you encode them).")
+    if col.multivector:
+        raise InvalidInputError("rerank applies to single-vector collections over HTTP, got a multi-vector one, "
+                                "whose candidates are already reranked by MaxSim. Drop rerank.")
+    pairs = n * max(body.rerank_candidates, body.k + body.offset)
+    if pairs > srv.settings.max_rerank_pairs:
+        srv.metrics.rejected.labels("rerank").inc()
+        raise ApiError(413, "request_too_large", f"rerank may score at most {srv.settings.max_rerank_pairs} (query, "
+                       f"candidate) pairs per request, got {n} queries x {max(body.rerank_candidates, body.k + body.offset)}"
+                       f" candidates = {pairs}. Lower rerank_candidates or split the request.", "rerank_candidates")
+    return reranker
 
 
 def _plain(value):

@@ -20,7 +20,7 @@ router = APIRouter(responses=ERROR_RESPONSES)
 
 @router.get("/v1/models", response_model=ModelList, dependencies=[READ])
 async def list_models(srv: Server = Depends(server)) -> dict:
-    return {"object": "list", "data": [m.card() for m in srv.models.values()]}
+    return {"object": "list", "data": [m.card() for m in [*srv.models.values(), *srv.rerankers.values()]]}
 
 
 def _texts(model: ServedModel, given) -> list[str]:
