@@ -93,3 +93,15 @@ def test_without_keys_the_cli_refuses_to_leave_loopback(cli, tmp_path, monkeypat
         from embedlab.serve import ModelSpec
 
         ModelSpec.parse("just-a-path")
+
+
+def test_the_cli_checks_its_rerankers(cli, tmp_path):
+    from embedlab.serve import ModelSpec, Settings
+
+    result = cli("serve", "--data", tmp_path, "--reranker", "ce=a", "--reranker", "ce=b")
+    assert result.exit_code == 2 and "--reranker names must be distinct, got ['ce', 'ce']" in result.stderr
+    result = cli("serve", "--data", tmp_path, "--reranker", "ce=default,speed=fast")
+    assert result.exit_code == 2 and "--reranker options must be backend=... or precision=..., got 'speed=fast'" in (
+        result.stderr)
+    with pytest.raises(InvalidInputError, match="reranker 'ce' must run in fp32"):
+        Settings(data=tmp_path, rerankers={"ce": ModelSpec(precision="int8")})

@@ -14,13 +14,24 @@ from embedlab.errors import InvalidInputError
 _OWNER = "embedlab serve"
 
 
+def _specs(values: list[str], option: str) -> dict:
+    """``NAME=PATH[,...]`` values of a repeatable option -> ``{name: ModelSpec}``, names distinct."""
+    from embedlab.serve import ModelSpec
+
+    specs = dict(ModelSpec.parse(v, option) for v in values)
+    if len(specs) != len(values):
+        raise InvalidInputError(f"{_OWNER}: {option} names must be distinct, got {[v.split('=')[0] for v in values]}.")
+    return specs
+
+
 def serve_cmd(
     data: Path = typer.Option(..., "--data", help="Folder of collections (one sub-folder each; created if absent)."),
     model: list[str] = typer.Option([], "--model", help="NAME=PATH[,backend=onnx][,precision=int8], repeatable; PATH "
                                     "'default' is the bundled all-MiniLM-L6-v2. The first is the default model. "
                                     "Default: all-MiniLM-L6-v2=default."),
     reranker: list[str] = typer.Option([], "--reranker", help="NAME=PATH[,backend=onnx], repeatable: a cross-encoder "
-                                       "folder (a sentence-transformers or embedlab CrossEncoder) that searches may name in rerank."),
+                                       "folder (sentence-transformers' or embedlab's CrossEncoder) that a search may "
+                                       "name in rerank."),
     max_rerank_pairs: int = typer.Option(4096, "--max-rerank-pairs", min=1, help="(Query, candidate) pairs a "
                                          "reranked search may score (then 413)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs API keys)."),
@@ -44,19 +55,16 @@ def serve_cmd(
     from embedlab.serve import ModelSpec, Settings, create_app, load_keys
     from embedlab.serve.settings import LOOPBACK
 
-    models = dict(ModelSpec.parse(m) for m in model) if model else {"all-MiniLM-L6-v2": ModelSpec()}
-    if len(models) != len(model or [None]):
-        raise InvalidInputError(f"{_OWNER}: --model names must be distinct, got {[m.split('=')[0] for m in model]}.")
-    rerankers = dict(ModelSpec.parse(r, "--reranker") for r in reranker)
-    if len(rerankers) != len(reranker):
-        raise InvalidInputError(f"{_OWNER}: --reranker names must be distinct, got {[r.split('=')[0] for r in reranker]}.")
+    models = _specs(model, "--model") if model else {"all-MiniLM-L6-v2": ModelSpec()}
+    rerankers = _specs(reranker, "--reranker")
     keys = load_keys(api_keys)
     if not keys and host not in LOOPBACK:
         raise InvalidInputError(f"{_OWNER}: --host must be a loopback address without API keys, got {host!r}. Pass "
                                 "--api-keys FILE (or set $EMBEDLAB_API_KEYS), or bind to 127.0.0.1.")
-    settings = Settings(data=data, models=models, rerankers=rerankers, max_rerank_pairs=max_rerank_pairs, keys=keys, truncate=truncate, batching=batching,
-                        batch_tokens=batch_tokens, batch_wait_ms=batch_wait_ms, max_queue_tokens=max_queue_tokens,
-                        max_inputs=max_inputs, max_in_flight=max_in_flight, max_body_bytes=int(max_body_mb * 2**20),
+    settings = Settings(data=data, models=models, rerankers=rerankers, max_rerank_pairs=max_rerank_pairs, keys=keys,
+                        truncate=truncate, batching=batching, batch_tokens=batch_tokens, batch_wait_ms=batch_wait_ms,
+                        max_queue_tokens=max_queue_tokens, max_inputs=max_inputs, max_in_flight=max_in_flight,
+                        max_body_bytes=int(max_body_mb * 2**20),
                         timeout_s=timeout, threads=threads)
     app = create_app(settings)
     if openapi is not None:

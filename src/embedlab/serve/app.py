@@ -91,9 +91,9 @@ def create_app(settings: Settings, *, encoders: Mapping[str, object] | None = No
                rerankers: Mapping[str, object] | None = None) -> FastAPI:
     """The app serving ``settings``. ``encoders`` (served name -> loaded ``Encoder``) and ``rerankers`` (served name
     -> loaded ``CrossEncoder``) skip loading those models (tests share one per session); the others are loaded here,
-    before the app answers. (``embedlab serve`` also
-    freezes the garbage collector's view of the loaded models before serving: without that, full collections
-    over the models' objects took the p99 latency under load from ~100 ms to ~260 ms.)"""
+    before the app answers. (``embedlab serve`` also freezes the garbage collector's view of the loaded models before
+    serving: without that, full collections over the models' objects took the p99 latency under load from ~100 ms to
+    ~260 ms.)"""
     metrics = Metrics()
     encoders = dict(encoders or {})
     models = {name: ServedModel(name, spec, encoders.get(name) or load_encoder(spec, settings.threads), settings,

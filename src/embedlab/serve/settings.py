@@ -37,11 +37,11 @@ class ModelSpec:
                                     f"Example: {option} minilm=default,backend=onnx")
         path, *options = rest.split(",")
         values = {}
-        for option in options:
-            key, sep, value = option.partition("=")
+        for item in options:
+            key, sep, value = item.partition("=")
             if not sep or key not in ("backend", "precision"):
                 raise InvalidInputError(f"serve: {option} options must be backend=... or precision=..., got "
-                                        f"{option!r} in {text!r}.")
+                                        f"{item!r} in {text!r}.")
             values[key] = value
         spec = cls(None if path == "default" else path, **values)
         check_choice(spec.backend, ("torch", "onnx"), "serve", "backend")
