@@ -216,9 +216,8 @@ class PayloadIndex:
         within one call."""
         paths, spans = {} if paths is None else paths, {} if spans is None else spans
         if isinstance(node, And):
-            counts = [self.estimate(c, n, owner, spans) for c in node.children]
-            best = min(range(len(counts)), key=lambda i: counts[i])
-            if counts[best] >= n:  # no child narrows it down through an index: one scan of the whole node
+            best, count = self._driver(node, n, owner, spans)
+            if count >= n:  # no child narrows it down through an index: one scan of the whole node
                 return self._scan(node, n, owner, paths)
             rows = self.select(node.children[best], n, owner, paths, spans)
             rest = node.children[:best] + node.children[best + 1:]
@@ -258,11 +257,18 @@ class PayloadIndex:
         """Whether :meth:`select` reads ``node``'s rows from one posting slice, ascending (no sort): a leaf on a
         postings index with one span, or an ``and`` whose most selective child is one."""
         if isinstance(node, And):
-            node = min(node.children, key=lambda c: self.estimate(c, n, owner, spans))
+            node = node.children[self._driver(node, n, owner, spans)[0]]
         if isinstance(node, (And, Or)) or not hasattr(node, "field"):
             return False
         found = self._spans(node, owner, spans)
         return found is not None and len(found) <= 1 and self.get(node.field).values is None
+
+    def _driver(self, node: And, n: int, owner: str, spans: dict) -> tuple[int, int]:
+        """``(i, count)``: the child of ``node`` with the fewest estimated rows, which :meth:`select` reads the rows
+        from (the others only check them), and that estimate."""
+        counts = [self.estimate(c, n, owner, spans) for c in node.children]
+        best = min(range(len(counts)), key=counts.__getitem__)
+        return best, counts[best]
 
     def _spans(self, node: Filter, owner: str, memo: dict) -> list[tuple[int, int]] | None:
         """The index spans answering leaf ``node`` (``None``: no index answers it), looked up once per call."""
