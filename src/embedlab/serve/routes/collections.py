@@ -192,12 +192,12 @@ def _reranker(srv: Server, col: Collection, body: SearchRequest, n: int):
     if col.multivector:
         raise InvalidInputError("rerank applies to single-vector collections over HTTP, got a multi-vector one, "
                                 "whose candidates are already reranked by MaxSim. Drop rerank.")
-    pairs = n * max(body.rerank_candidates, body.k + body.offset)
-    if pairs > srv.settings.max_rerank_pairs:
+    candidates = max(body.rerank_candidates, body.k + body.offset)  # what Collection.search reranks per query
+    if n * candidates > srv.settings.max_rerank_pairs:
         srv.metrics.rejected.labels("rerank").inc()
         raise ApiError(413, "request_too_large", f"rerank may score at most {srv.settings.max_rerank_pairs} (query, "
-                       f"candidate) pairs per request, got {n} queries x {max(body.rerank_candidates, body.k + body.offset)}"
-                       f" candidates = {pairs}. Lower rerank_candidates or split the request.", "rerank_candidates")
+                       f"candidate) pairs per request, got {n} queries x {candidates} candidates = {n * candidates}. "
+                       "Lower rerank_candidates or split the request.", "rerank_candidates")
     return reranker
 
 
