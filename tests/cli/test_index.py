@@ -218,3 +218,9 @@ def test_search_reranked_by_a_cross_encoder_folder(cli, docs, tmp_path):
     want = ce.predict([("matryoshka dimensions", h["text"]) for h in result["hits"]])
     np.testing.assert_allclose(scores, want, atol=1e-5)
     assert scores == sorted(scores, reverse=True)
+    out = cli("search", tmp_path / "t", "matryoshka dimensions", "--k", "3", "--rerank", folder,
+              "--rerank-candidates", "8", "--rerank-weights", "0.5,0.5", "--format", "json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["results"][0]["strategy"].endswith("+rerank-fused(CrossEncoder)")
+    out = cli("search", tmp_path / "t", "x", "--rerank", folder, "--rerank-weights", "half")
+    assert out.exit_code != 0 and "--rerank-weights must be two numbers" in out.output

@@ -253,6 +253,12 @@ def test_reranked_search_over_http_matches_the_library(make_app, encoder, cross_
             np.testing.assert_allclose([h["score"] for h in got["hits"]], lib.scores[0][: len(want)], rtol=1e-5)
         plain = search(c, "r", queries=[query], k=3)[0]
         assert not plain["strategy"].endswith("+rerank(CrossEncoder)")
+        fused = search(c, "r", queries=[query], k=3, rerank="ce", rerank_candidates=6, rerank_weights=[0.6, 0.4])[0]
+        with Collection.open(app.state.server.store.root / "r", readonly=True, encoder=encoder) as col:
+            lib = col.search([query], 3, rerank=cross_encoder, rerank_candidates=6, rerank_weights=(0.6, 0.4))
+        assert fused["strategy"] == lib.strategy[0] and fused["strategy"].endswith("+rerank-fused(CrossEncoder)")
+        assert [h["id"] for h in fused["hits"]] == [i for i in lib.ids[0] if i is not None]
+        np.testing.assert_allclose([h["score"] for h in fused["hits"]], lib.scores[0][: len(fused["hits"])], rtol=1e-5)
 
         def error(body, status):
             r = c.post("/v1/collections/r/search", json=body)
@@ -264,4 +270,7 @@ def test_reranked_search_over_http_matches_the_library(make_app, encoder, cross_
         assert "at most 12 (query, candidate) pairs" in error({"queries": [query] * 2, "rerank": "ce",
                                                                "rerank_candidates": 7}, 413)
         assert error({"queries": [query], "rerank": "ce", "rerank_candidates": 0}, 422)
+        assert "without rerank" in error({"queries": [query], "rerank_weights": [1, 1]}, 400)
+        assert "rerank_weights must be 2" in error({"queries": [query], "rerank": "ce", "rerank_candidates": 6,
+                                                     "rerank_weights": [1, -1]}, 400)
         assert c.get("/v1/collections/r").json()["count"] == 6

@@ -196,17 +196,16 @@ def search_cmd(
     weights: Optional[str] = typer.Option(None, "--weights", help="Hybrid weights 'DENSE,SPARSE', e.g. 0.7,0.3."),
     rerank: Optional[Path] = typer.Option(None, "--rerank", help="Cross-encoder folder that reranks the candidates."),
     rerank_candidates: int = typer.Option(100, "--rerank-candidates", min=1, help="Candidates the reranker scores."),
+    rerank_weights: Optional[str] = typer.Option(None, "--rerank-weights",
+                                                 help="Fuse first-stage and reranker scores (DBSF) 'FIRST,RERANKER', "
+                                                      "e.g. 0.5,0.5; default: the reranker's order."),
     fmt: OutputFormat = FormatOpt,
 ) -> None:
     """Search a collection with text queries, optionally filtered: rank, id, score, text and metadata per hit."""
     from embedlab.index import Collection
 
-    w = None
-    if weights is not None:
-        try:
-            w = tuple(float(x) for x in weights.split(","))
-        except ValueError:
-            raise InvalidInputError(f"embedlab search: --weights must be two numbers 'DENSE,SPARSE', got {weights!r}.") from None
+    w = _pair(weights, "--weights", "DENSE,SPARSE")
+    rw = _pair(rerank_weights, "--rerank-weights", "FIRST,RERANKER")
     reranker = None
     if rerank is not None:
         from embedlab.models import CrossEncoder
@@ -214,11 +213,22 @@ def search_cmd(
         reranker = CrossEncoder.load(rerank)
     with Collection.open(path, readonly=True, encoder=load_encoder(model) if model else None) as col:
         hits = col.search(list(queries), k, filter=filter, ef=ef, include=("text", "metadata"), oversample=oversample,
-                          mode=mode, fusion=fusion, weights=w, rerank=reranker, rerank_candidates=rerank_candidates)
+                          mode=mode, fusion=fusion, weights=w, rerank=reranker, rerank_candidates=rerank_candidates,
+                          rerank_weights=rw)
     results = hits_payload(queries, hits)
     for r in results:
         r["filter"] = filter
     print_hits(results, fmt)
+
+
+def _pair(raw: Optional[str], option: str, shape: str) -> tuple[float, ...] | None:
+    """A ``'A,B'`` option as floats (the search checks there are two, non-negative, with a positive sum)."""
+    if raw is None:
+        return None
+    try:
+        return tuple(float(x) for x in raw.split(","))
+    except ValueError:
+        raise InvalidInputError(f"embedlab search: {option} must be two numbers '{shape}', got {raw!r}.") from None
 
 
 def info_cmd(path: Path = PathArg, fmt: OutputFormat = FormatOpt) -> None:

@@ -138,6 +138,9 @@ class SearchRequest(Request):
                                                                  "that re-orders the first rerank_candidates hits of "
                                                                  "each query by (query text, stored text)")
     rerank_candidates: int = Field(100, ge=1, le=1000, description="hits per query the reranker scores")
+    rerank_weights: list[float] | None = Field(None, max_length=8, description="rerank: (first stage, reranker) "
+                                                                              "weights of a DBSF fusion of the two "
+                                                                              "stages' scores; none: reranker order")
 
 
 class Hit(BaseModel):

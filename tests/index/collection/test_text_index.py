@@ -180,6 +180,41 @@ def test_rerank_keeps_candidates_without_text_after_the_reranked_ones():
     assert "1 without text" in notes[0]
 
 
+def test_fused_rerank_is_the_dbsf_of_the_two_stages_over_the_candidates(tmp_path):
+    col, docs, vecs = _collection(tmp_path)
+    queries = ["apple banana cherry", "golf hotel"]
+    first = col.search(vecs[:2], 30)
+    rows = np.vectorize(lambda i: col._mirror.row_of[i], otypes=[np.int64])(first.ids)
+    overlap = np.array([[len(set(q.split()) & set(docs[j].split())) for j in first.ids[i]]
+                        for i, q in enumerate(queries)], np.float32)
+    for weights in ((0.5, 0.5), (0.8, 0.2), (0.0, 1.0)):
+        hits = col.search(vecs[:2], 5, query_texts=queries, rerank=WordOverlap(), rerank_candidates=30,
+                          rerank_weights=weights)
+        ref = fuse([Hits(rows, first.scores), Hits(rows, overlap)], 30, "dbsf", weights=weights)
+        found = np.vectorize(lambda i: col._mirror.row_of[i], otypes=[np.int64])(hits.ids)
+        _same_ranking(hits.scores, found, Hits(ref.ids[:, :5], ref.scores[:, :5]))
+        assert hits.strategy[0] == f"{first.strategy[0]}+rerank-fused(WordOverlap)"
+    # the first stage's share alone keeps the first stage's order
+    alone = col.search(vecs[:2], 5, query_texts=queries, rerank=WordOverlap(), rerank_candidates=30,
+                       rerank_weights=(1, 0))
+    _same_ranking(alone.scores, np.vectorize(lambda i: col._mirror.row_of[i], otypes=[np.int64])(alone.ids),
+                  fuse([Hits(rows, first.scores), Hits(rows, first.scores)], 5, "dbsf", weights=(1, 0)))
+    assert list(alone.ids[0]) == list(first.ids[0, :5])
+
+
+def test_fused_rerank_gives_candidates_without_text_the_first_stage_share_only():
+    rows = np.array([[4, 7, 9, -1]])
+    scores = np.array([[0.9, 0.8, 0.1, -np.inf]], np.float32)
+    texts = {4: "x", 7: None, 9: "a b"}
+    out_scores, out_rows, notes = rerank(WordOverlap(), ["a b"], scores, rows, lambda r: {i: texts[i] for i in r}, "t",
+                                         (0.5, 0.5))
+    ref = fuse([Hits(rows, scores), Hits(np.array([[4, -1, 9, -1]]), np.array([[0, -np.inf, 2, -np.inf]]))], 4,
+               "dbsf", weights=(0.5, 0.5))
+    np.testing.assert_array_equal(out_rows, ref.ids)
+    np.testing.assert_allclose(out_scores, ref.scores)
+    assert "1 without text: first stage only" in notes[0]
+
+
 def test_bad_hybrid_calls_say_what_to_do(tmp_path):
     col, _, vecs = _collection(tmp_path)
     with pytest.raises(InvalidInputError, match="query texts"):
@@ -198,6 +233,11 @@ def test_bad_hybrid_calls_say_what_to_do(tmp_path):
         col.search(vecs[:1], 3, query_texts=["a"], rerank=object())
     with pytest.raises(InvalidInputError, match="rerank_candidates"):
         col.search(vecs[:1], 3, query_texts=["a"], rerank=WordOverlap(), rerank_candidates=10**6)
+    with pytest.raises(InvalidInputError, match="without rerank="):
+        col.search(vecs[:1], 3, query_texts=["a"], rerank_weights=(1, 1))
+    for bad in ((1, 2, 3), (-1, 1), (0, 0), ("a", 1), (np.nan, 1)):
+        with pytest.raises(InvalidInputError, match="rerank_weights must be 2"):
+            col.search(vecs[:1], 3, query_texts=["a"], rerank=WordOverlap(), rerank_weights=bad)
 
     class Unreadable(WordOverlap):
         def unreadable(self, texts):

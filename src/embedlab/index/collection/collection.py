@@ -591,7 +591,8 @@ class Collection(CollectionBase):
                offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = (),
                oversample: int | None = None, mode: str = "dense", fusion: str = "rrf",
                weights: tuple[float, float] | None = None, query_texts: list[str] | None = None,
-               rerank: Any = None, rerank_candidates: int = 100) -> Hits:
+               rerank: Any = None, rerank_candidates: int = 100,
+               rerank_weights: tuple[float, float] | None = None) -> Hits:
         """Top-``k`` items per query (``k`` at most :data:`MAX_K`; ``nq * (k + offset)`` at most :data:`MAX_RESULTS`
         per call, else split the batch; the work is bounded by the stored rows). ``queries``: float ``[nq, dim]``
         (``nq = 0`` gives empty ``[0, k]`` hits) or a list of texts (needs an encoder);
@@ -609,7 +610,8 @@ class Collection(CollectionBase):
         side only, and ``Hits.strategy`` says how many. ``rerank``: a reranker (:mod:`embedlab.index.retrievers.rerank`: an
         :class:`~embedlab.models.CrossEncoder` or a :class:`~embedlab.index.MaxSimReranker`) that re-orders
         the first ``rerank_candidates`` hits of the mode by (query, stored text); its scores replace the first
-        stage's.
+        stage's, or, with ``rerank_weights = (first stage, reranker)``, both are fused (DBSF) over the candidates
+        (:func:`~embedlab.index.retrievers.rerank.rerank`).
 
         Returns :class:`~embedlab.types.Hits` with the caller's ids (object array, ``None``-padded), float32 scores
         (``-inf``-padded), what ran per query (``strategy``), and the payload when ``include`` asks for one."""
@@ -631,6 +633,7 @@ class Collection(CollectionBase):
             weights = self._check_weights(weights, mode, owner)
             want = k + offset
             first = want if rerank is None else reranking.check_reranker(rerank, rerank_candidates, want, owner)
+            rerank_weights = reranking.check_rerank_weights(rerank_weights, rerank, owner)
             texts = self._query_texts(queries, query_texts, mode, rerank, owner)
             allowed = self._allowed(node, owner)
             cap = lambda c: min(c, max(self._n, 1))  # never rank more than the stored rows; padded back below
@@ -653,8 +656,10 @@ class Collection(CollectionBase):
                     strategy = [f"hybrid:{fusion}({s}+bm25)" + (f" ({c} without text: dense only)" if c else "")
                                 for s, c in zip(strategy, untexted.tolist())]
             if rerank is not None:
-                scores, rows, notes = reranking.rerank(rerank, texts, scores, rows, self._db.texts, owner)
-                strategy = [f"{s}+rerank({type(rerank).__name__}){n}" for s, n in zip(strategy, notes)]
+                scores, rows, notes = reranking.rerank(rerank, texts, scores, rows, self._db.texts, owner,
+                                                       rerank_weights)
+                how = "rerank" if rerank_weights is None else "rerank-fused"
+                strategy = [f"{s}+{how}({type(rerank).__name__}){n}" for s, n in zip(strategy, notes)]
             scores, rows = scores[:, :want], rows[:, :want]
             if rows.shape[1] < want:
                 scores, rows = pad_hits(scores, rows, want)

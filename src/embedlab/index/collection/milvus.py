@@ -590,13 +590,15 @@ class MilvusCollection(CollectionBase):
     def search(self, queries: Any, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None,
                offset: int = 0, min_score: float | None = None, include: tuple[str, ...] = (),
                oversample: int | None = None, mode: str = "dense", fusion: str = "rrf", weights: Any = None,
-               query_texts: Any = None, rerank: Any = None, rerank_candidates: int = 100) -> Hits:
+               query_texts: Any = None, rerank: Any = None, rerank_candidates: int = 100,
+               rerank_weights: Any = None) -> Hits:
         """As :meth:`Collection.search <embedlab.index.collection.collection.Collection.search>`; the strategy
         of every query is ``"milvus"`` (``"milvus+rerank"`` for multi-vector collections). ``oversample``, a
         ``mode`` other than ``"dense"`` and ``rerank`` are errors: Milvus collections do not rescore candidates and
         keep no text index here."""
         owner = "Collection.search"
-        if mode != "dense" or rerank is not None or weights is not None or query_texts is not None:
+        if mode != "dense" or rerank is not None or rerank_weights is not None or weights is not None \
+                or query_texts is not None:
             raise UnsupportedError(f"{owner}: hybrid / sparse search and rerank= use embedlab's text index of local "
                                    f"collections, got mode={mode!r}, rerank={type(rerank).__name__} with "
                                    "backend='milvus'. Create the collection with backend='local', text_index=True.")

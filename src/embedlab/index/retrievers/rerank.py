@@ -13,7 +13,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from embedlab.errors import InvalidInputError
+from embedlab.index.retrievers.fusion import fuse
 from embedlab.params import check_int
+from embedlab.types import Hits
 
 MAX_RERANK_CANDIDATES = 1000
 UNREADABLE_MAX = 0.5  # a reranker that cannot read more than this share of the candidates' words is refused
@@ -59,12 +61,35 @@ def check_reranker(reranker: Any, candidates: Any, k: int, owner: str) -> int:
     return max(candidates, k)
 
 
+def check_rerank_weights(weights: Any, reranker: Any, owner: str) -> tuple[float, float] | None:
+    """``rerank_weights`` as 2 non-negative floats (first stage, reranker) with a positive sum, or ``None``."""
+    if weights is None:
+        return None
+    if reranker is None:
+        raise InvalidInputError(f"{owner}: rerank_weights= weighs the first stage against a reranker, got it without "
+                                "rerank=. Drop rerank_weights, or pass rerank=.")
+    try:
+        w = tuple(float(x) for x in weights)
+    except (TypeError, ValueError):
+        w = ()
+    if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+        raise InvalidInputError(f"{owner}: rerank_weights must be 2 non-negative numbers (first stage, reranker) with a "
+                                f"positive sum, got {weights!r}.")
+    return w
+
+
 def rerank(reranker: Any, queries: list[str], scores: np.ndarray, rows: np.ndarray,
-           texts_of: Callable[[list[int]], dict[int, str | None]], owner: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+           texts_of: Callable[[list[int]], dict[int, str | None]], owner: str,
+           weights: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Re-order each query's candidate ``rows`` (int64 ``[nq, c]``, ``-1`` padded) by ``reranker`` scores of
     (query, stored text). Returns ``(scores float32 [nq, c], rows int64 [nq, c], notes)``: reranked rows first, by
     the reranker's score; candidates without a stored text after them, in their first-stage order, with the
-    first-stage score (``notes[i]`` says how many). Pairs are scored in one batched call."""
+    first-stage score (``notes[i]`` says how many). Pairs are scored in one batched call.
+
+    ``weights = (first, reranker)``: the order and the returned scores are instead the distribution-based score
+    fusion (DBSF, :mod:`embedlab.index.retrievers.fusion`) of the first-stage and reranker scores over each query's
+    candidates: an interpolation of the two stages, for a reranker that alone ranks worse than the first stage but
+    errs differently. A candidate without a stored text has the first stage's share only."""
     flat = sorted({int(r) for r in rows.ravel() if r >= 0})
     texts = texts_of(flat) if flat else {}
     readable = [t for t in texts.values() if t]
@@ -88,6 +113,12 @@ def rerank(reranker: Any, queries: list[str], scores: np.ndarray, rows: np.ndarr
     new = np.full(rows.shape, np.nan, np.float32)
     for (i, j), s in zip(where, predicted):
         new[i, j] = s
+    if weights is not None:
+        scored = ~np.isnan(new)
+        fused = fuse([Hits(rows, scores), Hits(np.where(scored, rows, -1), np.where(scored, new, -np.inf))],
+                     rows.shape[1], "dbsf", weights=weights)
+        missing = ((rows >= 0) & ~scored).sum(axis=1)
+        return fused.scores, fused.ids, [f" ({c} without text: first stage only)" if c else "" for c in missing.tolist()]
     out_scores = np.full(rows.shape, -np.inf, np.float32)
     out_rows = np.full(rows.shape, -1, np.int64)
     notes = []

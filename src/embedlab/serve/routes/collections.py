@@ -157,7 +157,11 @@ async def search(body: SearchRequest, request: Request, name: str = NamePath, sr
                    weights=body.weights)
     reranker = None if body.rerank is None else _reranker(srv, col, body, n)
     if reranker is not None:
-        options.update(rerank=reranker.model, rerank_candidates=body.rerank_candidates)
+        options.update(rerank=reranker.model, rerank_candidates=body.rerank_candidates,
+                       rerank_weights=body.rerank_weights)
+    elif body.rerank_weights is not None:
+        raise InvalidInputError("rerank_weights weighs the first stage against a reranker, got it without rerank. "
+                                "Drop rerank_weights, or name a served reranker in rerank.")
     # a reranked search runs on its reranker's thread (one forward pass at a time), any other in the thread pool
     run = reranker.call if reranker is not None else run_in_threadpool
     if body.vectors is not None:
