@@ -1,4 +1,4 @@
-"""The one parameter validator: closed choices and integer ranges, in the house error template.
+"""The one parameter validator: closed choices, integer ranges and weight pairs, in the house error template.
 
     <Owner>.<method>: <param> must be <expectation>, got <actual>. <how to fix>
 """
@@ -41,3 +41,15 @@ def check_choice(value, choices: Iterable, owner: str, name: str, *, hint: str =
         raise InvalidInputError(
             f"{owner}: {name} must be one of {values}, got {value!r}.{' ' + hint if hint else ''}"
         ) from None
+
+
+def check_weight_pair(value, owner: str, name: str, sides: str) -> tuple[float, float]:
+    """``value`` as 2 non-negative finite floats with a positive sum; ``sides`` names them, e.g. ``"dense, sparse"``."""
+    try:
+        pair = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(np.isfinite(x) and x >= 0 for x in pair) or sum(pair) <= 0:
+        raise InvalidInputError(f"{owner}: {name} must be 2 non-negative numbers ({sides}) with a positive sum, "
+                                f"got {value!r}.")
+    return pair

@@ -35,7 +35,7 @@ from embedlab.index.retrievers import rerank as reranking
 from embedlab.index.search import kinds, planner
 from embedlab.index.search.faiss_backends import VectorIndex
 from embedlab.index.search.funnel import check_oversample
-from embedlab.params import check_choice, check_int
+from embedlab.params import check_choice, check_int, check_weight_pair
 from embedlab.types import Hits, ProgressCallback, report_progress
 
 MODES = ("dense", "sparse", "hybrid")
@@ -715,14 +715,7 @@ class Collection(CollectionBase):
         if mode != "hybrid":
             raise InvalidInputError(f"{owner}: weights= weighs the dense and sparse sides of mode='hybrid', got it with "
                                     f"mode={mode!r}. Drop weights, or pass mode='hybrid'.")
-        try:
-            w = tuple(float(x) for x in weights)
-        except (TypeError, ValueError):
-            w = ()
-        if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
-            raise InvalidInputError(f"{owner}: weights must be 2 non-negative numbers (dense, sparse) with a positive "
-                                    f"sum, one per retriever, got {weights!r}.")
-        return w
+        return check_weight_pair(weights, owner, "weights", "dense, sparse")
 
     def plan(self, k: int = 10, *, filter: Filter | str | None = None, ef: int | None = None, nq: int = 1) -> dict:
         """What :meth:`search` would do for ``nq`` queries with this filter: strategy, allowed rows, selectivity,

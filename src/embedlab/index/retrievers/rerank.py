@@ -14,7 +14,7 @@ import numpy as np
 
 from embedlab.errors import InvalidInputError
 from embedlab.index.retrievers.fusion import fuse
-from embedlab.params import check_int
+from embedlab.params import check_int, check_weight_pair
 from embedlab.types import Hits
 
 MAX_RERANK_CANDIDATES = 1000
@@ -68,14 +68,7 @@ def check_rerank_weights(weights: Any, reranker: Any, owner: str) -> tuple[float
     if reranker is None:
         raise InvalidInputError(f"{owner}: rerank_weights= weighs the first stage against a reranker, got it without "
                                 "rerank=. Drop rerank_weights, or pass rerank=.")
-    try:
-        w = tuple(float(x) for x in weights)
-    except (TypeError, ValueError):
-        w = ()
-    if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
-        raise InvalidInputError(f"{owner}: rerank_weights must be 2 non-negative numbers (first stage, reranker) with a "
-                                f"positive sum, got {weights!r}.")
-    return w
+    return check_weight_pair(weights, owner, "rerank_weights", "first stage, reranker")
 
 
 def rerank(reranker: Any, queries: list[str], scores: np.ndarray, rows: np.ndarray,

@@ -154,14 +154,10 @@ async def search(body: SearchRequest, request: Request, name: str = NamePath, sr
     srv.check_count(n, "queries" if body.queries is not None else "vectors")
     options = dict(k=body.k, filter=body.filter, offset=body.offset, min_score=body.min_score, ef=body.ef,
                    include=("text", "metadata"), oversample=body.oversample, mode=body.mode, fusion=body.fusion,
-                   weights=body.weights)
+                   weights=body.weights, rerank_weights=body.rerank_weights)
     reranker = None if body.rerank is None else _reranker(srv, col, body, n)
     if reranker is not None:
-        options.update(rerank=reranker.model, rerank_candidates=body.rerank_candidates,
-                       rerank_weights=body.rerank_weights)
-    elif body.rerank_weights is not None:
-        raise InvalidInputError("rerank_weights weighs the first stage against a reranker, got it without rerank. "
-                                "Drop rerank_weights, or name a served reranker in rerank.")
+        options.update(rerank=reranker.model, rerank_candidates=body.rerank_candidates)
     # a reranked search runs on its reranker's thread (one forward pass at a time), any other in the thread pool
     run = reranker.call if reranker is not None else run_in_threadpool
     if body.vectors is not None:
