@@ -55,25 +55,42 @@ def git_commit() -> str:
 
 
 def write_results(name: str, figures: dict, *, tables: list[dict] | None = None, notes: list[str] | None = None,
-                  command: str | None = None) -> Path:
+                  command: str | None = None, carry: list[str] | None = None) -> Path:
     """Write ``benchmarks/results/<name>.json``.
 
     ``tables`` are ``{"title", "columns": [...], "rows": [[...], ...]}`` rendered into the docs;
     ``notes`` are sentences shown under them (goals missed, caveats).
+
+    ``carry``: the prefixes of figure names whose experiments this run did not re-run (their kept results are
+    gone, e.g. on a fresh machine). Those figures, the tables whose titles this run did not produce and the notes
+    whose first word begins none of this run's notes are taken from the previous file, and a note names them with
+    that file's date, commit and command: a partial re-run never silently drops or re-dates a figure.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
+    figures, tables, notes = dict(figures), list(tables or []), list(notes or [])
+    path = RESULTS / f"{name}.json"
+    if carry and path.exists():
+        previous = json.loads(path.read_text())
+        kept = {k: v for k, v in previous["figures"].items() if k not in figures and k.startswith(tuple(carry))}
+        if kept:
+            figures.update(kept)
+            titles = {t["title"] for t in tables}
+            tables += [t for t in previous.get("tables", []) if t["title"] not in titles]
+            firsts = {n.split()[0] for n in notes} | {"carried"}
+            notes += [n for n in previous.get("notes", []) if n.split()[0] not in firsts]
+            notes.append(f"carried from the run of {previous['date']} (commit {previous.get('commit', '?')}, "
+                         f"{previous['command']}), not re-run here: {', '.join(sorted(kept))}.")
     payload = {
         "figures": figures,
         "machine": machine(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command or "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "commit": git_commit(),
-        "tables": tables or [],
-        "notes": notes or [],
+        "tables": tables,
+        "notes": notes,
     }
     from embedlab.files import atomic_write
 
-    path = RESULTS / f"{name}.json"
     atomic_write(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
     return path
 

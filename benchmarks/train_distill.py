@@ -7,8 +7,8 @@ interrupted run resumes with the next one (``--fresh`` re-runs them):
 
 - ``leaf-<config>``: the default model (teacher, 6 layers) distilled into a 3-layer student made of its first 3
   blocks, by MSE (plus ``--leaf-cosine`` times the cosine term) to the teacher's vectors of the WordNet documents and
-  train queries (no labels; batches of documents and of queries in turn, so the 33k queries weigh as much as the
-  117k documents). Each configuration's result is kept under its own name, and the report lists every
+  train queries (no labels; batches of documents and of queries in turn, ``--leaf-query-weight`` query batches
+  per document batch, as the student only ever encodes queries). Each configuration's result is kept under its own name, and the report lists every
   configuration tried (the figures are those of the current one). Asymmetric retrieval on
   WordNet test: student queries against the teacher-built index, nDCG@10 over the teacher's own; student / teacher
   query texts per second (the ONNX fp32 runtime of each, same threads, alternated rounds in one process); STS-B test
@@ -145,9 +145,10 @@ def exp_leaf(args, work: Path) -> dict:
     target_seconds = time.perf_counter() - t0
     student = truncated_student(Encoder.load(), args.student_layers)
     folder = work / leaf_name(args)
-    groups = {"documents": ds.corpus_texts, "queries": ds.split("train")[1]}  # in turn: queries weigh as much
+    groups = {"documents": ds.corpus_texts, "queries": ds.split("train")[1]}  # in turn, queries weighted
     result = distill(teacher(), student, groups, steps=args.leaf_steps, batch_size=args.leaf_batch_size,
-                     lr=args.leaf_lr, cosine=args.leaf_cosine, seed=args.seed, out=folder, cache=common.CACHE,
+                     lr=args.leaf_lr, cosine=args.leaf_cosine, weights={"documents": 1, "queries": args.leaf_query_weight},
+                     seed=args.seed, out=folder, cache=common.CACHE,
                      show_progress=True)
     student_onnx, teacher_onnx = onnx_of(folder), teacher()
     initial = truncated_student(Encoder.load(), args.student_layers)
@@ -270,13 +271,13 @@ def exp_soup(args, work: Path) -> dict:
 EXPERIMENTS = {**{f"finetune_s{s}": (lambda a, w, s=s: exp_finetune(a, w, s)) for s in SEEDS},
                "upgrade_map": exp_upgrade_map, "soup": exp_soup}
 CONFIG_KEYS = ("smoke", "steps", "batch_size", "lr", "warmup", "seed")  # the fine-tuning runs' folder
-LEAF_KEYS = ("student_layers", "leaf_steps", "leaf_batch_size", "leaf_lr", "leaf_cosine")
+LEAF_KEYS = ("student_layers", "leaf_steps", "leaf_batch_size", "leaf_lr", "leaf_cosine", "leaf_query_weight")
 
 
 def leaf_name(args) -> str:
-    """The LEAF experiment of this configuration: ``leaf-L3-s3000-b64-lr0.0004-c24``."""
+    """The LEAF experiment of this configuration: ``leaf-L3-s3000-b64-lr0.0004-c24-q3``."""
     return (f"leaf-L{args.student_layers}-s{args.leaf_steps}-b{args.leaf_batch_size}-lr{args.leaf_lr:g}"
-            f"-c{args.leaf_cosine:g}")
+            f"-c{args.leaf_cosine:g}-q{args.leaf_query_weight}")
 
 
 def experiments(args) -> dict:
@@ -308,6 +309,8 @@ def main() -> None:
     parser.add_argument("--leaf-lr", type=float, default=4e-4)
     parser.add_argument("--leaf-cosine", type=float, default=24.0,
                         help="weight of the cosine term (24 is the teacher's mean squared norm: the MSE's own scale)")
+    parser.add_argument("--leaf-query-weight", type=int, default=3,
+                        help="query batches per document batch (the student only ever encodes queries)")
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.3, 0.0],
                         help="compatibility weights (the first runs before the soup's extra fine-tunes)")
     parser.add_argument("--rounds", type=int, default=5, help="alternated speed rounds (leaf)")
@@ -335,12 +338,12 @@ def report(args, r: dict) -> None:
     leaf = r.get(leaf_name(args))
     tried = sorted((v for k, v in r.items() if k.startswith("leaf-")), key=lambda v: v["date"])
     if tried:
+        rows = [[" / ".join(str(v["config"].get(k, 1)) for k in LEAF_KEYS), v["student_asymmetric_ndcg_at_10"],
+                 v["asymmetric_ndcg_ratio"], v["student_sts_spearman"], v["train_seconds"] / 60] for v in tried]
         tables.append(common.print_table(
             "LEAF configurations tried (each a full run; the figures are the current configuration's)",
-            ["student layers / steps / batch / lr / cosine", "student->teacher-index nDCG@10", "ratio", "STS-B",
-             "train minutes"],
-            [[" / ".join(str(v["config"].get(k, "")) for k in LEAF_KEYS), v["student_asymmetric_ndcg_at_10"],
-              v["asymmetric_ndcg_ratio"], v["student_sts_spearman"], v["train_seconds"] / 60] for v in tried]))
+            ["student layers / steps / batch / lr / cosine / query weight", "student->teacher-index nDCG@10", "ratio",
+             "STS-B", "train minutes"], previous_leaf_rows({row[0] for row in rows}) + rows))
     if leaf:
         figures.update(leaf_asymmetric_ndcg_ratio=leaf["asymmetric_ndcg_ratio"], leaf_student_speedup=leaf["speedup"],
                        leaf_student_sts_spearman=leaf["student_sts_spearman"],
@@ -416,7 +419,26 @@ def report(args, r: dict) -> None:
              ["uniform soup", soup_r["uniform_test_ndcg_at_10"]]]))
     if not figures or SMOKE:
         return
-    common.write_results("distill", figures, tables=tables, notes=notes)
+    missing = [prefix for name, prefixes in CARRIED.items() if not any(k.startswith(name) for k in r)
+               for prefix in prefixes]
+    common.write_results("distill", figures, tables=tables, notes=notes, carry=missing)
+
+
+# experiment -> the prefixes of its figures, which a partial run carries from the previous results file
+CARRIED = {"upgrade_map": ("map_", "old_on_old_", "reindexed_"), "compat_w": ("compat_",),
+           "soup": ("soup_", "uniform_soup_")}
+
+
+def previous_leaf_rows(current: set[str]) -> list[list[str]]:
+    """The rows of LEAF configurations tried in earlier runs (from the results file; a configuration without a
+    query weight drew queries and documents 1:1), except those of this run."""
+    path = common.RESULTS / "distill.json"
+    if not path.exists():
+        return []
+    tables = json.loads(path.read_text()).get("tables", [])
+    rows = next((t["rows"] for t in tables if t["title"].startswith("LEAF configurations tried")), [])
+    rows = [[row[0] + " / 1" if row[0].count(" / ") == len(LEAF_KEYS) - 2 else row[0], *row[1:]] for row in rows]
+    return [row for row in rows if row[0] not in current]
 
 
 if __name__ == "__main__":

@@ -202,6 +202,48 @@ def test_round_robin_alternates_the_data_sets():
     assert names == ["pairs", "sts"] * 5
 
 
+def test_round_robin_weights_give_a_data_set_consecutive_turns():
+    batches = Batches({"pairs": _pairs(8, prefix="a"), "queries": _pairs(30, prefix="b")}, 2, sampling="round_robin",
+                      weights={"pairs": 1, "queries": 3})
+    assert len(batches) == 4 * 4  # a cycle of 4 turns; the pairs' 4 batches fill 4 cycles, the queries' 15 fill 5
+    drawn = _take(batches, 12)
+    assert [n for n, _ in drawn] == ["pairs", "queries", "queries", "queries"] * 3
+    queries = [text for n, b in drawn if n == "queries" for text in b["anchor"]]
+    assert len(set(queries)) == len(queries) == 18  # still one epoch of distinct rows, not repeats
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"pairs": 1}, r"weights must name every data set \['pairs', 'queries'\] once, got \['pairs'\]"),
+    ({"pairs": 1, "queries": 1, "other": 2}, r"once, got \['other', 'pairs', 'queries'\]"),
+    ([1, 3], r"once, got list"),
+    ({"pairs": 0, "queries": 1}, r"weights\['pairs'\]"),
+    ({"pairs": True, "queries": 1}, r"weights\['pairs'\]"),
+    ({"pairs": 1.5, "queries": 1}, r"weights\['pairs'\]"),
+])
+def test_bad_round_robin_weights_are_clear_errors(weights, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Batches({"pairs": _pairs(4), "queries": _pairs(4, prefix="b")}, 2, sampling="round_robin", weights=weights)
+
+
+def test_weights_with_proportional_sampling_are_refused():
+    with pytest.raises(InvalidInputError, match=r"weights apply to sampling='round_robin', got sampling='proportional'"):
+        Batches({"pairs": _pairs(4)}, 2, weights={"pairs": 2})
+
+
+def test_weighted_round_robin_state_resumes_and_weights_are_part_of_the_config():
+    def make(weights):
+        return Batches({"a": _pairs(12, prefix="a"), "b": _pairs(20, prefix="b")}, 2, seed=3, sampling="round_robin",
+                       weights=weights)
+
+    expected = [(n, dict(b)) for n, b in _take(make({"a": 1, "b": 2}), 20)]
+    first = make({"a": 1, "b": 2})
+    head = [(n, dict(b)) for n, b in _take(first, 7)]
+    state = json.loads(json.dumps(first.state_dict()))
+    assert head + [(n, dict(b)) for n, b in _take(make({"a": 1, "b": 2}).load_state_dict(state), 13)] == expected
+    with pytest.raises(InvalidInputError, match=r"same config"):
+        make({"a": 2, "b": 1}).load_state_dict(state)
+
+
 @pytest.mark.parametrize("sampling", ["proportional", "round_robin"])
 def test_state_dict_resumes_with_the_same_batches(sampling):
     def make():

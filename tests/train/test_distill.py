@@ -119,7 +119,11 @@ def test_widen_starts_as_a_padding_identity(tiny_encoder):
     assert np.abs(after[:, 32:]).max() == 0
 
 
-def test_text_groups_are_drawn_in_turn(tiny_encoder, monkeypatch):
+@pytest.mark.parametrize("weights, expected", [
+    (None, [True, False, True, False]),  # a small group weighs as much as a large one
+    ({"queries": 3, "documents": 1}, [True, True, True, False]),
+])
+def test_text_groups_are_drawn_in_turn(tiny_encoder, monkeypatch, weights, expected):
     import embedlab.train.distill as module
 
     seen = []
@@ -132,8 +136,8 @@ def test_text_groups_are_drawn_in_turn(tiny_encoder, monkeypatch):
     monkeypatch.setattr(module.Distillation, "forward", spy)
     student = truncated_student(tiny_encoder, 1)
     distill(tiny_encoder, student, {"queries": TEXTS[:32], "documents": TEXTS[32:]}, steps=4, batch_size=16,
-            cache=False)
-    assert seen == [True, False, True, False]  # a small group weighs as much as a large one
+            weights=weights, cache=False)
+    assert seen == expected
     assert student.alignment.fit["texts"] == len(TEXTS)
 
 

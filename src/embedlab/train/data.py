@@ -353,11 +353,13 @@ class Batches:
 
     - ``"proportional"``: each round holds every data set's batches of one epoch, in an order shuffled from
       ``(seed, round)``, so a data set is drawn in proportion to its size;
-    - ``"round_robin"``: the data sets in turn, in the order given (a small one starts its next epoch sooner).
+    - ``"round_robin"``: the data sets in turn, in the order given (a small one starts its next epoch sooner);
+      ``weights`` (name -> positive int, default 1 each) gives a data set that many consecutive turns per cycle,
+      e.g. ``{"documents": 1, "queries": 3}`` draws three query batches for each document batch.
 
     Iteration never ends: stop after your steps. ``len()`` is the steps of one epoch (proportional: every data
-    set's batches of one epoch; round robin: the number of data sets times the fewest batches of one, as
-    sentence-transformers' ``RoundRobinBatchSampler`` counts). ``prompts`` (column -> prompt) apply to every
+    set's batches of one epoch; round robin: the turns of a cycle times the fewest cycles one epoch of a data set
+    fills, as sentence-transformers' ``RoundRobinBatchSampler`` counts). ``prompts`` (column -> prompt) apply to every
     data set with that column, beside each data set's own. ``drop_last=False`` keeps the incomplete batches.
 
     :meth:`state_dict` is a plain JSON-able dict of the position (the step and each data set's epoch and
@@ -366,7 +368,7 @@ class Batches:
 
     def __init__(self, datasets: Mapping[str, PairDataset] | PairDataset, batch_size: int, *, seed: int = 0,
                  sampling: str = "proportional", drop_last: bool = True,
-                 prompts: Mapping[str, str] | None = None) -> None:
+                 prompts: Mapping[str, str] | None = None, weights: Mapping[str, int] | None = None) -> None:
         if isinstance(datasets, PairDataset):
             datasets = {"default": datasets}
         if not isinstance(datasets, Mapping) or not datasets:
@@ -384,6 +386,8 @@ class Batches:
         self.drop_last = drop_last
         self.datasets = dict(datasets)
         self.names = list(self.datasets)
+        self.weights = self._check_weights(weights)
+        self._cycle = [name for name in self.names for _ in range(self.weights[name])]  # round robin's turns
         prompts = dict(prompts or {})
         used: set[str] = set()
         self._prompts = {}
@@ -418,6 +422,17 @@ class Batches:
         self._streams = {name: [0, 0] for name in self.names}  # name -> [epoch, position in that epoch]
         self._cursor = [0, 0]  # proportional: [round, position in that round]
 
+    def _check_weights(self, weights: Mapping[str, int] | None) -> dict[str, int]:
+        if weights is None:
+            return {name: 1 for name in self.names}
+        if self.sampling != "round_robin":
+            raise InvalidInputError(f"Batches: weights apply to sampling='round_robin', got sampling="
+                                    f"{self.sampling!r}. Drop weights or use round robin.")
+        if not isinstance(weights, Mapping) or set(weights) != set(self.names):
+            got = sorted(weights) if isinstance(weights, Mapping) else type(weights).__name__
+            raise InvalidInputError(f"Batches: weights must name every data set {self.names} once, got {got}.")
+        return {name: check_int(weights[name], "Batches", f"weights[{name!r}]") for name in self.names}
+
     # ------------------------------------------------------------------ plans
     def _plan(self, name: str, epoch: int) -> list[list[int]]:
         key = (name, epoch)
@@ -438,7 +453,7 @@ class Batches:
 
     def _next_name(self) -> str:
         if self.sampling == "round_robin":
-            return self.names[self.step % len(self.names)]
+            return self._cycle[self.step % len(self._cycle)]
         # proportional: round r holds each data set's batches of its epoch r, so streams stay at epoch r
         while self._cursor[1] >= len(self._round(self._cursor[0])):
             self._cursor = [self._cursor[0] + 1, 0]
@@ -447,8 +462,10 @@ class Batches:
         return name
 
     def __len__(self) -> int:
-        counts = [len(self._plan(name, 0)) for name in self.names]
-        return sum(counts) if self.sampling == "proportional" else len(counts) * min(counts)
+        counts = {name: len(self._plan(name, 0)) for name in self.names}
+        if self.sampling == "proportional":
+            return sum(counts.values())
+        return len(self._cycle) * max(1, min(counts[name] // self.weights[name] for name in self.names))
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[tuple[str, Batch]]:
@@ -489,7 +506,7 @@ class Batches:
 
     # ------------------------------------------------------------------ resuming
     def _config(self) -> dict:
-        return {"seed": self.seed, "batch_size": self.batch_size, "sampling": self.sampling,
+        return {"seed": self.seed, "batch_size": self.batch_size, "sampling": self.sampling, "weights": self.weights,
                 "drop_last": self.drop_last, "datasets": {name: {"rows": len(ds), "fingerprint": ds.fingerprint}
                              for name, ds in self.datasets.items()}}
 

@@ -164,15 +164,18 @@ class Distillation(torch.nn.Module):
 
 
 def distill(teacher, student, texts: Sequence[str] | Mapping[str, Sequence[str]], *, steps: int, batch_size: int = 64, lr: float = 1e-4,
-            mse: float = 1.0, cosine: float = 0.0, seed: int = 0, out: str | os.PathLike | None = None,
+            mse: float = 1.0, cosine: float = 0.0, weights: Mapping[str, int] | None = None, seed: int = 0,
+            out: str | os.PathLike | None = None,
             cache: str | os.PathLike | None | bool = None, show_progress: bool | None = None,
             **fit_options) -> TrainResult:
     """Distil ``teacher`` into ``student`` (a torch :class:`~embedlab.models.Encoder`, e.g. :func:`truncated_student`)
     on ``texts`` (documents and queries alike, unlabelled) for ``steps`` optimiser steps; the student is trained in
     place and records the teacher's space. ``texts`` may be ``{name: texts}`` (e.g. ``{"queries": ..., "documents":
     ...}``): the groups are then drawn in turn (round robin), so a small set of queries weighs as much as a large
-    corpus. ``out`` (a run folder, as in :func:`~embedlab.train.fit.fit`) receives the
-    student; other ``fit_options`` go to :func:`~embedlab.train.fit.fit` (``evaluate=``, ``checkpoint_every=`` ...).
+    corpus, or ``weights[name]`` batches of each group per turn (:class:`~embedlab.train.data.Batches`), e.g.
+    ``{"documents": 1, "queries": 3}`` for a student that will only encode queries. ``out`` (a run folder, as in
+    :func:`~embedlab.train.fit.fit`) receives the student; other ``fit_options`` go to :func:`~embedlab.train.fit.fit`
+    (``evaluate=``, ``checkpoint_every=`` ...).
 
     A student deeper than its teacher is an error; a narrower one is given a linear map to the teacher's width
     (:func:`widen`)."""
@@ -195,6 +198,6 @@ def distill(teacher, student, texts: Sequence[str] | Mapping[str, Sequence[str]]
     student.alignment = Alignment(space=teacher.space, model=teacher.source or repr(teacher), method="distilled",
                                   fit={"teacher_fingerprint": teacher.fingerprint, "texts": len(unique), "steps": steps})
     loss = Distillation(unique, targets, mse=mse, cosine=cosine)
-    batches = Batches(data, batch_size, seed=seed, sampling="round_robin")
+    batches = Batches(data, batch_size, seed=seed, sampling="round_robin", weights=weights)
     return fit(student, batches, loss, steps=steps, lr=lr, seed=seed,
                out=Path(out) if out is not None else None, show_progress=show_progress, **fit_options)
