@@ -63,23 +63,31 @@ def write_results(name: str, figures: dict, *, tables: list[dict] | None = None,
 
     ``carry``: the prefixes of figure names whose experiments this run did not re-run (their kept results are
     gone, e.g. on a fresh machine). Those figures, the tables whose titles this run did not produce and the notes
-    whose first word begins none of this run's notes are taken from the previous file, and a note names them with
-    that file's date, commit and command: a partial re-run never silently drops or re-dates a figure.
+    not about this run's figures (a note is about the figures its first word names: "LEAF ..." goes with
+    ``leaf_*``) are taken from the previous file; ``carried`` records each carried figure's own run (date, commit,
+    command, kept across successive partial runs) and a note names them: a partial re-run never silently drops or
+    re-dates a figure.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
     figures, tables, notes = dict(figures), list(tables or []), list(notes or [])
     path = RESULTS / f"{name}.json"
+    carried: dict[str, dict] = {}
     if carry and path.exists():
         previous = json.loads(path.read_text())
-        kept = {k: v for k, v in previous["figures"].items() if k not in figures and k.startswith(tuple(carry))}
-        if kept:
-            figures.update(kept)
-            titles = {t["title"] for t in tables}
-            tables += [t for t in previous.get("tables", []) if t["title"] not in titles]
-            firsts = {n.split()[0] for n in notes} | {"carried"}
-            notes += [n for n in previous.get("notes", []) if n.split()[0] not in firsts]
-            notes.append(f"carried from the run of {previous['date']} (commit {previous.get('commit', '?')}, "
-                         f"{previous['command']}), not re-run here: {', '.join(sorted(kept))}.")
+        origin = {k: previous[k] for k in ("date", "commit", "command")}
+        carried = {k: previous.get("carried", {}).get(k, origin) for k in previous["figures"]
+                   if k not in figures and k.startswith(tuple(carry))}
+    if carried:
+        titles = {t["title"] for t in tables}
+        tables += [t for t in previous.get("tables", []) if t["title"] not in titles]
+        notes += [n for n in previous.get("notes", []) if not n.startswith("carried ")
+                  and not any(f.startswith((n.split() or [""])[0].lower() + "_") for f in figures)]
+        figures.update({k: previous["figures"][k] for k in carried})
+        for run in sorted({json.dumps(o, sort_keys=True) for o in carried.values()}):
+            o = json.loads(run)
+            names = sorted(k for k, v in carried.items() if v == o)
+            notes.append(f"carried from the run of {o['date']} (commit {o['commit']}, {o['command']}), "
+                         f"not re-run here: {', '.join(names)}.")
     payload = {
         "figures": figures,
         "machine": machine(),
@@ -88,6 +96,7 @@ def write_results(name: str, figures: dict, *, tables: list[dict] | None = None,
         "commit": git_commit(),
         "tables": tables,
         "notes": notes,
+        **({"carried": carried} if carried else {}),
     }
     from embedlab.files import atomic_write
 
