@@ -92,6 +92,19 @@ def test_rescore_of_all_candidates_is_exact(data):
     np.testing.assert_allclose(scores, ref_s, rtol=1e-5)
 
 
+@pytest.mark.parametrize("spec", [None, "int8"])
+def test_one_query_rescoring_agrees_with_a_block_of_queries(spec, data):
+    fit_x, x, q = data
+    c = codec(spec).fit(fit_x) if spec else None
+    rows = c.encode(x) if c else x
+    cand = np.random.default_rng(1).integers(-1, len(x), (12, 30))  # shared candidates and padding across queries
+    block_s, block_p = rescore(q[:12], cand, rows, 10, codec=c)
+    for i in range(12):
+        one_s, one_p = rescore(q[i : i + 1], cand[i : i + 1], rows, 10, codec=c)
+        np.testing.assert_array_equal(one_p[0], block_p[i])
+        np.testing.assert_allclose(one_s[0], block_s[i], rtol=1e-5, atol=1e-6)
+
+
 def test_padding_when_k_exceeds_n_and_when_empty(data):
     fit_x, x, q = data
     for spec in ("int8", "binary", "pq:8,6"):

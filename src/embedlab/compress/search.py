@@ -217,11 +217,16 @@ def rescore(
     for qs in range(0, len(q), query_block):
         c = cand[qs : qs + query_block].astype(np.int64)
         valid = c >= 0
-        uniq, inverse = np.unique(c[valid], return_inverse=True)
-        rows = np.asarray(vectors[uniq])  # sorted unique rows: sequential-ish reads from a memory map
-        rows = codec.decode(rows) if codec is not None else rows.astype(np.float32, copy=False)
         s = np.full(c.shape, -np.inf, np.float32)
-        qi = np.nonzero(valid)[0]
-        s[valid] = np.einsum("ij,ij->i", q[qs : qs + query_block][qi], rows[inverse])
+        if len(c) == 1:  # one query (a search per call): its candidates are distinct, read them as they come
+            rows = np.asarray(vectors[c[valid]])
+            rows = codec.decode(rows) if codec is not None else rows.astype(np.float32, copy=False)
+            s[valid] = rows @ q[qs]
+        else:  # queries of a block share candidates: read each row once, in sorted order
+            uniq, inverse = np.unique(c[valid], return_inverse=True)
+            rows = np.asarray(vectors[uniq])  # sequential-ish reads from a memory map
+            rows = codec.decode(rows) if codec is not None else rows.astype(np.float32, copy=False)
+            qi = np.nonzero(valid)[0]
+            s[valid] = np.einsum("ij,ij->i", q[qs : qs + query_block][qi], rows[inverse])
         out_s[qs : qs + len(c)], out_p[qs : qs + len(c)] = topk(s, k, np.where(valid, c, -1))
     return out_s, out_p
