@@ -6,13 +6,14 @@ Experiments, each in its own process, each result kept in ``.cache/distill-bench
 interrupted run resumes with the next one (``--fresh`` re-runs them):
 
 - ``leaf-<config>``: the default model (teacher, 6 layers) distilled into a 3-layer student made of its first 3
-  blocks, by MSE (plus ``--leaf-cosine`` times the cosine term) to the teacher's vectors of the WordNet documents and
-  train queries (no labels; batches of documents and of queries in turn, ``--leaf-query-weight`` query batches
-  per document batch, as the student only ever encodes queries). Each configuration's result is kept under its own name, and the report lists every
-  configuration tried (the figures are those of the current one). Asymmetric retrieval on
-  WordNet test: student queries against the teacher-built index, nDCG@10 over the teacher's own; student / teacher
-  query texts per second (the ONNX fp32 runtime of each, same threads, alternated rounds in one process); STS-B test
-  Spearman of the student.
+  blocks (``--student-init truncate``) or initialised from paraphrase-MiniLM-L3-v2 (``--student-init L3``: the
+  bundled ONNX model's weights in a trainable copy, ``onnx_student``), by MSE (plus ``--leaf-cosine`` times the
+  cosine term) to the teacher's vectors of the WordNet documents and train queries (no labels; batches of
+  documents and of queries in turn, ``--leaf-query-weight`` query batches per document batch). Each configuration's
+  result is kept under its own name, and the report lists every configuration tried (the figures are those of the
+  current one). Asymmetric retrieval on WordNet test: student queries against the teacher-built index, nDCG@10
+  over the teacher's own; student / teacher query texts per second (the ONNX fp32 runtime of each, same threads,
+  alternated rounds in one process); STS-B test Spearman of the student.
 - ``finetune_s<seed>``: Training I's plain InfoNCE fine-tune (``--steps`` 300, batch 64, lr 2e-5) with seeds 0, 1, 2:
   nDCG@10 on WordNet test (re-indexed) and dev (for the soup). Seed 0 is the "new" model of the upgrades.
 - ``upgrade_map``: old = paraphrase-MiniLM-L3-v2 (the prebuilt ONNX package), new = ``finetune_s0``. The old model's
@@ -135,23 +136,23 @@ def sts(encoder) -> float:
 
 # ---------------------------------------------------------------- experiments
 def exp_leaf(args, work: Path) -> dict:
-    from embedlab.models import Encoder
-    from embedlab.train.distill import distill, truncated_student
+    from embedlab.train.distill import distill
 
     ds = wordnet()
     texts = distill_texts(ds)
     t0 = time.perf_counter()
     index = base_corpus(ds)  # computes (or reads) the teacher's targets of every distillation text
     target_seconds = time.perf_counter() - t0
-    student = truncated_student(Encoder.load(), args.student_layers)
+    student = initial_student(args)
     folder = work / leaf_name(args)
     groups = {"documents": ds.corpus_texts, "queries": ds.split("train")[1]}  # in turn, queries weighted
     result = distill(teacher(), student, groups, steps=args.leaf_steps, batch_size=args.leaf_batch_size,
-                     lr=args.leaf_lr, cosine=args.leaf_cosine, weights={"documents": 1, "queries": args.leaf_query_weight},
+                     lr=args.leaf_lr, cosine=args.leaf_cosine,
+                     weights={"documents": 1, "queries": args.leaf_query_weight},
                      seed=args.seed, out=folder, cache=common.CACHE,
                      show_progress=True)
     student_onnx, teacher_onnx = onnx_of(folder), teacher()
-    initial = truncated_student(Encoder.load(), args.student_layers)
+    initial = initial_student(args)
     teacher_ndcg = ndcg(queries(teacher_onnx, ds), index, ds, "test")
     student_ndcg = ndcg(queries(student_onnx, ds), index, ds, "test")
     untrained_ndcg = ndcg(queries(initial, ds), index, ds, "test")
@@ -164,6 +165,27 @@ def exp_leaf(args, work: Path) -> dict:
             "steps": result.steps, "texts": len(texts), "train_seconds": result.train_seconds,
             "target_seconds": target_seconds, "final_loss": float(np.mean(result.losses[-50:])),
             "config": {k: getattr(args, k) for k in LEAF_KEYS}}
+
+
+def initial_student(args):
+    """The untrained student of ``--student-init``: the teacher's first blocks, or a trainable copy of a smaller
+    model (of ``--student-layers`` layers)."""
+    from embedlab.models import Encoder
+    from embedlab.train.distill import onnx_student, truncated_student
+
+    smaller = STUDENT_INITS[args.student_init]
+    if smaller is None:
+        return truncated_student(Encoder.load(), args.student_layers)
+    student = onnx_student(Encoder.load(), Encoder.load(smaller, backend="onnx"))
+    if student.num_layers != args.student_layers:
+        raise SystemExit(f"--student-init {args.student_init} has {student.num_layers} layers, got --student-layers "
+                         f"{args.student_layers}. Pass --student-layers {student.num_layers}.")
+    return student
+
+
+def init_label(args) -> str:
+    smaller = STUDENT_INITS[args.student_init]
+    return "its first blocks" if smaller is None else f"initialised from {smaller}"
 
 
 def exp_finetune(args, work: Path, seed: int) -> dict:
@@ -271,13 +293,17 @@ def exp_soup(args, work: Path) -> dict:
 EXPERIMENTS = {**{f"finetune_s{s}": (lambda a, w, s=s: exp_finetune(a, w, s)) for s in SEEDS},
                "upgrade_map": exp_upgrade_map, "soup": exp_soup}
 CONFIG_KEYS = ("smoke", "steps", "batch_size", "lr", "warmup", "seed")  # the fine-tuning runs' folder
-LEAF_KEYS = ("student_layers", "leaf_steps", "leaf_batch_size", "leaf_lr", "leaf_cosine", "leaf_query_weight")
+LEAF_KEYS = ("student_layers", "leaf_steps", "leaf_batch_size", "leaf_lr", "leaf_cosine", "leaf_query_weight",
+             "student_init")
+LEAF_BEFORE = {"leaf_query_weight": 1, "student_init": "truncate"}  # what runs before these keys existed did
+STUDENT_INITS = {"truncate": None, "L3": "paraphrase-MiniLM-L3-v2"}  # --student-init -> the smaller model, if any
 
 
 def leaf_name(args) -> str:
     """The LEAF experiment of this configuration: ``leaf-L3-s3000-b64-lr0.0004-c24-q3``."""
     return (f"leaf-L{args.student_layers}-s{args.leaf_steps}-b{args.leaf_batch_size}-lr{args.leaf_lr:g}"
-            f"-c{args.leaf_cosine:g}-q{args.leaf_query_weight}")
+            f"-c{args.leaf_cosine:g}-q{args.leaf_query_weight}"
+            + ("" if args.student_init == "truncate" else f"-init{args.student_init}"))
 
 
 def experiments(args) -> dict:
@@ -309,8 +335,10 @@ def main() -> None:
     parser.add_argument("--leaf-lr", type=float, default=4e-4)
     parser.add_argument("--leaf-cosine", type=float, default=24.0,
                         help="weight of the cosine term (24 is the teacher's mean squared norm: the MSE's own scale)")
-    parser.add_argument("--leaf-query-weight", type=int, default=3,
-                        help="query batches per document batch (the student only ever encodes queries)")
+    parser.add_argument("--leaf-query-weight", type=int, default=1,
+                        help="query batches per document batch (3 was tried: 0.796 against 1's 0.814)")
+    parser.add_argument("--student-init", choices=list(STUDENT_INITS), default="truncate",
+                        help="the student's initialisation: the teacher's first blocks, or paraphrase-MiniLM-L3-v2")
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.3, 0.0],
                         help="compatibility weights (the first runs before the soup's extra fine-tunes)")
     parser.add_argument("--rounds", type=int, default=5, help="alternated speed rounds (leaf)")
@@ -338,19 +366,21 @@ def report(args, r: dict) -> None:
     leaf = r.get(leaf_name(args))
     tried = sorted((v for k, v in r.items() if k.startswith("leaf-")), key=lambda v: v["date"])
     if tried:
-        rows = [[" / ".join(str(v["config"].get(k, 1)) for k in LEAF_KEYS), v["student_asymmetric_ndcg_at_10"],
-                 v["asymmetric_ndcg_ratio"], v["student_sts_spearman"], v["train_seconds"] / 60] for v in tried]
+        rows = [[" / ".join(str(v["config"].get(k, LEAF_BEFORE.get(k))) for k in LEAF_KEYS),
+                 v["student_asymmetric_ndcg_at_10"], v["asymmetric_ndcg_ratio"], v["student_sts_spearman"],
+                 v["train_seconds"] / 60] for v in tried]
         tables.append(common.print_table(
             "LEAF configurations tried (each a full run; the figures are the current configuration's)",
-            ["student layers / steps / batch / lr / cosine / query weight", "student->teacher-index nDCG@10", "ratio",
-             "STS-B", "train minutes"], previous_leaf_rows({row[0] for row in rows}) + rows))
+            ["student layers / steps / batch / lr / cosine / query weight / init", "student->teacher-index nDCG@10",
+             "ratio", "STS-B", "train minutes"], previous_leaf_rows({row[0] for row in rows}) + rows))
     if leaf:
         figures.update(leaf_asymmetric_ndcg_ratio=leaf["asymmetric_ndcg_ratio"], leaf_student_speedup=leaf["speedup"],
                        leaf_student_sts_spearman=leaf["student_sts_spearman"],
                        leaf_teacher_ndcg_at_10=leaf["teacher_ndcg_at_10"],
                        leaf_student_asymmetric_ndcg_at_10=leaf["student_asymmetric_ndcg_at_10"])
         tables.append(common.print_table(
-            f"LEAF: {args.student_layers}-layer student of the default model, WordNet test (teacher-built index)",
+            f"LEAF: {args.student_layers}-layer student of the default model ({init_label(args)}), WordNet test "
+            "(teacher-built index)",
             ["model", "queries on teacher index nDCG@10", "ratio", "query texts/s (ONNX fp32)", "STS-B Spearman"],
             [["teacher (6 layers)", leaf["teacher_ndcg_at_10"], 1.0, leaf["teacher_texts_per_s"],
               leaf["teacher_sts_spearman"]],
@@ -430,14 +460,15 @@ CARRIED = {"upgrade_map": ("map_", "old_on_old_", "reindexed_"), "compat_w": ("c
 
 
 def previous_leaf_rows(current: set[str]) -> list[list[str]]:
-    """The rows of LEAF configurations tried in earlier runs (from the results file; a configuration without a
-    query weight drew queries and documents 1:1), except those of this run."""
+    """The rows of LEAF configurations tried in earlier runs (from the results file; the keys a run predates are
+    given their values of then, ``LEAF_BEFORE``), except those of this run."""
     path = common.RESULTS / "distill.json"
     if not path.exists():
         return []
     tables = json.loads(path.read_text()).get("tables", [])
     rows = next((t["rows"] for t in tables if t["title"].startswith("LEAF configurations tried")), [])
-    rows = [[row[0] + " / 1" if row[0].count(" / ") == len(LEAF_KEYS) - 2 else row[0], *row[1:]] for row in rows]
+    rows = [[" / ".join([*row[0].split(" / "), *(str(LEAF_BEFORE[k]) for k in LEAF_KEYS[row[0].count(" / ") + 1:])]),
+             *row[1:]] for row in rows]
     return [row for row in rows if row[0] not in current]
 
 

@@ -7,7 +7,7 @@ compatible upgrades (:mod:`embedlab.train.compat`) and model soups (:mod:`embedl
 
 from embedlab.train.compat import BackwardCompatible, align, fit_map
 from embedlab.train.data import Batch, Batches, PairDataset
-from embedlab.train.distill import Distillation, teacher_targets, truncated_student
+from embedlab.train.distill import Distillation, onnx_student, teacher_targets, truncated_student
 from embedlab.train.fit import NonFiniteLossError, TrainResult, fit
 from embedlab.train.losses import (CachedInfoNCE, CoSENT, GISTEmbed, InfoNCE, Matryoshka, MaxSimContrastive, Starbucks,
                                    TwoDMatryoshka)
@@ -18,6 +18,6 @@ from embedlab.train.soup import SoupResult
 __all__ = ["Batch", "Batches", "PairDataset", "CachedInfoNCE", "CoSENT", "GISTEmbed", "InfoNCE", "MaxSimContrastive", "Matryoshka", "Starbucks",
            "TwoDMatryoshka", "BinaryCrossEntropy", "ListwiseSoftmax", "fit", "TrainResult",
            "NonFiniteLossError", "mine_hard_negatives", "MiningSummary", "Distillation", "teacher_targets",
-           "truncated_student", "BackwardCompatible", "align", "fit_map", "SoupResult"]
+           "truncated_student", "onnx_student", "BackwardCompatible", "align", "fit_map", "SoupResult"]
 # distill() and soup() are reached through their modules (embedlab.train.distill.distill, embedlab.train.soup.soup):
 # exported here, the functions would hide the modules of the same names

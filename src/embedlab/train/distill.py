@@ -10,6 +10,8 @@ the teacher accept it for queries.
 
 - :func:`truncated_student`: the teacher's first ``layers`` transformer blocks (LEAF's and DistilBERT's
   initialisation), or pass any smaller torch :class:`~embedlab.models.Encoder` as the student;
+- :func:`onnx_student`: a trainable copy of a smaller model that ships only as an ONNX graph (LEAF's "any smaller
+  model", e.g. the bundled paraphrase-MiniLM-L3-v2): the teacher's architecture at the graph's depth, its weights;
 - :func:`teacher_targets`: the teacher's raw (unnormalised) vectors of the texts, computed once and cached on disk
   keyed by the teacher's fingerprint and the texts' hash (:mod:`embedlab.models.cache`);
 - :class:`Distillation`: the loss, ``mse * mean_i ||s_i - t_i||^2 + cosine * mean_i (1 - cos(s_i, t_i))`` over the
@@ -84,6 +86,77 @@ def truncated_student(teacher, layers: int, *, blocks: Sequence[int] | None = No
                    normalize_module=teacher.normalize_module, do_lower_case=teacher.do_lower_case,
                    source="", include_prompt=teacher.include_prompt, prompts=teacher.prompts,
                    default_prompt_name=teacher.default_prompt_name)
+
+
+def onnx_student(teacher, prebuilt):
+    """A trainable torch student holding the weights of ``prebuilt``, a prebuilt-ONNX
+    :class:`~embedlab.models.Encoder` of a BERT-like model exported from transformers (e.g.
+    ``Encoder.load("paraphrase-MiniLM-L3-v2", backend="onnx")``), for a student initialised from a smaller model
+    that ships without torch weights. The module is :func:`truncated_student`'s (``teacher``'s architecture at the
+    graph's depth) with every parameter replaced by the graph's tensor of that name; the graph's linear weights,
+    which exporters leave unnamed (``onnx::MatMul_470``, float ``[in, out]``), are named by the bias their MatMul's
+    output is added to and transposed to torch's ``[out, in]``. The student keeps ``prebuilt``'s tokenizer,
+    ``max_length`` and pooling, so it encodes as ``prebuilt`` does (cosine ~1 to its vectors) until trained.
+
+    Every parameter but the pooler's (unused by pooled embeddings) must be found once with its shape, else
+    :class:`~embedlab.errors.UnsupportedError` names what is missing or mismatched."""
+    import onnx
+    from onnx import numpy_helper
+
+    from embedlab.models import Encoder
+    from embedlab.models.runtime.torch import TorchRuntime
+
+    owner = "onnx_student"
+    _torch_encoder(teacher, owner, "teacher")
+    path = getattr(prebuilt.runtime, "onnx_path", None) if isinstance(prebuilt, Encoder) else None
+    if path is None or getattr(prebuilt.runtime, "per_layer", True):
+        raise InvalidInputError(f"{owner}: prebuilt must be an Encoder of a prebuilt ONNX file (Encoder.load(name, "
+                                f"backend='onnx') of a bundled ONNX model), got {prebuilt!r}.")
+    if prebuilt.dim != teacher.config.hidden_size or not 1 <= prebuilt.num_layers < teacher.num_layers:
+        raise UnsupportedError(f"{owner}: the graph must be a shallower model of the teacher's width "
+                               f"{teacher.config.hidden_size}, got {prebuilt.num_layers} layers of width "
+                               f"{prebuilt.dim} against the teacher's {teacher.num_layers} layers. Pick a smaller "
+                               "model of the same family, or use truncated_student.")
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers = {name: node for node in graph.node for name in node.input}
+    for node in graph.node:  # name each unnamed linear weight by the bias added to its MatMul's output
+        add = consumers.get(node.output[0]) if node.op_type == "MatMul" else None
+        weight = next((i for i in node.input if i in tensors and tensors[i].ndim == 2), None)
+        bias = next((i for i in add.input if i.endswith(".bias") and i in tensors), None) if add is not None and \
+            add.op_type == "Add" else None
+        if weight is not None and bias is not None:
+            tensors[bias[: -len("bias")] + "weight"] = tensors.pop(weight).T
+    student = truncated_student(teacher, prebuilt.num_layers)
+    found, problems = {}, []
+    for key, param in student.model.named_parameters():
+        names = [n for n in tensors if n == key or n.endswith("." + key)]
+        if len(names) == 1 and tuple(tensors[names[0]].shape) == tuple(param.shape):
+            found[key] = torch.from_numpy(np.array(tensors[names[0]], dtype=np.float32))  # a writable copy
+        elif not key.startswith("pooler."):
+            problems.append(f"{key} {tuple(param.shape)}: " + (f"{[tuple(tensors[n].shape) for n in names]}"
+                                                                   if names else "not in the graph"))
+    if problems:
+        raise UnsupportedError(f"{owner}: the graph {path.name} must hold every parameter of a {prebuilt.num_layers}-"
+                               f"layer {type(student.model).__name__} with its shape, got: {'; '.join(problems[:6])}"
+                               f"{' ...' if len(problems) > 6 else ''}. Use a graph exported from that architecture.")
+    with torch.no_grad():
+        for key, param in student.model.named_parameters():
+            if key in found:
+                param.copy_(found[key])
+    runtime = TorchRuntime(student.model, pooling=prebuilt.pooling, threads=teacher.threads, head=student.runtime.head)
+    student = Encoder(runtime, prebuilt.tokenizer, max_length=prebuilt.max_length,
+                      normalize_module=teacher.normalize_module, do_lower_case=prebuilt.do_lower_case, source="",
+                      include_prompt=teacher.include_prompt, prompts=teacher.prompts,
+                      default_prompt_name=teacher.default_prompt_name)
+    probe = ["a probe sentence: the student must encode it as the graph does", "and a second, shorter one"]
+    a, b = (np.asarray(e.encode(probe), dtype=np.float64) for e in (student, prebuilt))
+    cos = float(np.min(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+    if cos < 0.999:  # same tensors, other arithmetic: e.g. another head count or activation
+        raise UnsupportedError(f"{owner}: the student must encode as the graph {path.name} does, got a cosine of "
+                               f"{cos:.4f} between them with every tensor matched: the graph's architecture differs "
+                               "from the teacher's (attention heads, activation). Use a graph of the teacher's family.")
+    return student
 
 
 def widen(student, dim: int) -> None:
