@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from embedlab.errors import InvalidInputError
+from embedlab.errors import InvalidInputError, UnsupportedError
 from embedlab.models import Encoder
-from embedlab.train.distill import Distillation, distill, teacher_targets, truncated_student, widen
+from embedlab.train.distill import Distillation, distill, onnx_student, teacher_targets, truncated_student, widen
 
 from .conftest import WORDS
 
@@ -149,3 +149,44 @@ def test_a_student_may_keep_chosen_blocks(tiny_encoder):
     for bad in ((0, 1), (2,), (-1,), ("0",)):
         with pytest.raises(InvalidInputError, match="blocks must be 1 increasing"):
             truncated_student(tiny_encoder, 1, blocks=bad)
+
+
+# ---------------------------------------------------------------------------------------------- onnx_student
+@pytest.fixture(scope="module")
+def l3():
+    return Encoder.load("paraphrase-MiniLM-L3-v2", backend="onnx")
+
+
+def _cosines(a, b):
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_onnx_student_encodes_as_its_graph_and_trains_without_touching_the_teacher(encoder, l3):
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    student = onnx_student(encoder, l3)
+    assert (student.backend, student.num_layers, student.dim, student.max_length) == (encoder.backend, 3, 384, 128)
+    texts = TEXTS[:8] + ["a much longer sentence, with punctuation; and words the vocabulary splits: antidisestablishment"]
+    assert _cosines(student.encode(texts), l3.encode(texts)).min() > 0.9999
+    assert _cosines(student.encode(texts), encoder.encode(texts)).mean() < 0.9  # another model's space, for now
+    distill(encoder, student, TEXTS, steps=3, batch_size=16, lr=1e-3, cache=False)
+    assert _cosines(student.encode(texts), l3.encode(texts)).min() < 0.9999  # trained in place
+    assert all(torch.equal(v, encoder.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_onnx_student_needs_a_prebuilt_graph_of_the_teachers_family(encoder, tiny_encoder, l3):
+    import copy
+
+    with pytest.raises(InvalidInputError, match=r"onnx_student: prebuilt must be an Encoder of a prebuilt ONNX file"):
+        onnx_student(encoder, encoder)
+    with pytest.raises(UnsupportedError, match=r"onnx_student: the graph must be a shallower model of the teacher's "
+                                               r"width"):
+        onnx_student(tiny_encoder, l3)
+    extra = copy.deepcopy(encoder)
+    extra.model.register_parameter("extra_scale", torch.nn.Parameter(torch.ones(3)))
+    with pytest.raises(UnsupportedError, match=r"must hold every parameter .* extra_scale \(3,\): not in the graph"):
+        onnx_student(extra, l3)
+    relu = copy.deepcopy(encoder)
+    for block in relu.model.encoder.layer:
+        block.intermediate.intermediate_act_fn = torch.nn.ReLU()
+    with pytest.raises(UnsupportedError, match=r"must encode as the graph .* does, got a cosine of 0\.\d+"):
+        onnx_student(relu, l3)
