@@ -62,9 +62,9 @@ def write_results(name: str, figures: dict, *, tables: list[dict] | None = None,
     ``notes`` are sentences shown under them (goals missed, caveats).
 
     ``carry``: the prefixes of figure names whose experiments this run did not re-run (their kept results are
-    gone, e.g. on a fresh machine). Those figures, the tables whose titles this run did not produce and the notes
-    not about this run's figures (a note is about the figures its first word names: "LEAF ..." goes with
-    ``leaf_*``) are taken from the previous file; ``carried`` records each carried figure's own run (date, commit,
+    gone, e.g. on a fresh machine). Those figures and the tables and notes not about this run's figures (a title
+    or note is about the figures its first word names: "LEAF: ..." goes with ``leaf_*``; a table whose title this
+    run produced is this run's) are taken from the previous file; ``carried`` records each carried figure's own run (date, commit,
     command, kept across successive partial runs) and a note names them: a partial re-run never silently drops or
     re-dates a figure.
     """
@@ -78,10 +78,16 @@ def write_results(name: str, figures: dict, *, tables: list[dict] | None = None,
         carried = {k: previous.get("carried", {}).get(k, origin) for k in previous["figures"]
                    if k not in figures and k.startswith(tuple(carry))}
     if carried:
+        measured = tuple(figures)
+
+        def about_this_run(text: str) -> bool:
+            word = (text.split() or [""])[0].strip(".,:;()").lower()
+            return any(f.startswith(word + "_") for f in measured)
+
         titles = {t["title"] for t in tables}
-        tables += [t for t in previous.get("tables", []) if t["title"] not in titles]
-        notes += [n for n in previous.get("notes", []) if not n.startswith("carried ")
-                  and not any(f.startswith((n.split() or [""])[0].lower() + "_") for f in figures)]
+        tables += [t for t in previous.get("tables", []) if t["title"] not in titles
+                   and not about_this_run(t["title"])]
+        notes += [n for n in previous.get("notes", []) if not n.startswith("carried ") and not about_this_run(n)]
         figures.update({k: previous["figures"][k] for k in carried})
         for run in sorted({json.dumps(o, sort_keys=True) for o in carried.values()}):
             o = json.loads(run)

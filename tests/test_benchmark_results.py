@@ -42,8 +42,11 @@ def test_a_partial_run_carries_what_it_did_not_measure_and_says_from_which_run(c
     assert len(first["notes"]) == 2
 
     # a second partial run re-measures the map: the soup keeps the first run as its origin, not the partial one
-    common.write_results("x", {"leaf_ratio": 0.95, "map_ndcg": 0.2}, command="python again.py", carry=["soup_"])
+    common.write_results("x", {"leaf_ratio": 0.95, "map_ndcg": 0.2}, tables=[_table("LEAF: another student")],
+                         command="python again.py", carry=["soup_"])
     second = json.loads(path.read_text())
+    # the old LEAF table is about a figure this run measured: replaced, not carried beside the new one
+    assert [t["title"] for t in second["tables"]] == ["LEAF: another student", "soups"]
     assert second["figures"] == {"leaf_ratio": 0.95, "map_ndcg": 0.2, "soup_gain": -0.03}
     assert second["carried"] == {"soup_gain": {"date": full["date"], "commit": full["commit"],
                                                "command": "python full.py"}}
