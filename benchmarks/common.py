@@ -64,9 +64,9 @@ def write_results(name: str, figures: dict, *, tables: list[dict] | None = None,
     ``carry``: the prefixes of figure names whose experiments this run did not re-run (their kept results are
     gone, e.g. on a fresh machine). Those figures and the tables and notes not about this run's figures (a title
     or note is about the figures its first word names: "LEAF: ..." goes with ``leaf_*``; a table whose title this
-    run produced is this run's) are taken from the previous file; ``carried`` records each carried figure's own run (date, commit,
-    command, kept across successive partial runs) and a note names them: a partial re-run never silently drops or
-    re-dates a figure.
+    run produced is this run's) are taken from the previous file; ``carried`` records each carried figure's own
+    run (date, commit, command, kept across successive partial runs) and a note names them: a partial re-run never
+    silently drops or re-dates a figure.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
     figures, tables, notes = dict(figures), list(tables or []), list(notes or [])
